@@ -1,0 +1,7 @@
+"""Placeholder, being written."""
+
+import falcon
+
+
+def add_routes(app: falcon.App, *args: object) -> None:
+    """Mount nothing yet."""
