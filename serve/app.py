@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import falcon
+import falcon.media
+import orjson
 
 from serve import errors, health, metrics, openapi, page, predict, requestlog, v2
 from serve.runtime import ModelRepository
@@ -28,6 +30,9 @@ def create_app(
         )
         repository.warm_up()
     app = falcon.App()
+    json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.add_middleware(requestlog.RequestLog())
     app.add_middleware(metrics.RequestMetrics())
     errors.install(app)

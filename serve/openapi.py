@@ -1,7 +1,610 @@
-"""Placeholder, being written."""
+"""``GET /openapi.json``: the OpenAPI 3.0 document of every route the app serves.
+
+Built here in Python from small helpers, serialised once when the route is added.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
 
 import falcon
+import orjson
+
+OPENAPI_VERSION = "3.0.3"
+PACKAGE = "mnist-onnx-serve"
+MEDIA_PROMETHEUS = "text/plain"
+RAW_IMAGE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+    "image/webp",
+    "application/octet-stream",
+)
+#: A 28x28 PNG of a vertical stroke (a "1"), base64: the image examples of the document.
+EXAMPLE_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAG0lEQVR42mNgoD9gROH9RxVgwqdzVHJUcuAAAOxDAShSPMW8"
+    "AAAAAElFTkSuQmCC"
+)
+
+Schema = dict[str, Any]
+
+#: Why each error status is answered, for the response descriptions.
+STATUS_REASONS = {
+    304: "Not modified: the ETag sent in If-None-Match is current",
+    400: "Invalid input: the body, a parameter or an image is malformed",
+    404: "Not found: unknown model, model version or file",
+    413: "Payload too large: body, image pixels, file count or tensor elements over the limit",
+    415: "Unsupported media type: the body or an image is of a type not read here",
+    422: "No digit found: the image decodes but holds no ink",
+    503: "Not ready: the models are still loading",
+}
 
 
-def add_routes(app: falcon.App, *args: object) -> None:
-    """Mount nothing yet."""
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_content(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _request_id_header() -> Schema:
+    return {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+
+
+def _response(description: str, content: Schema | None = None) -> Schema:
+    response: Schema = {"description": description, "headers": _request_id_header()}
+    if content is not None:
+        response["content"] = content
+    return response
+
+
+def _errors(statuses: tuple[int, ...], v2: bool = False) -> dict[str, Schema]:
+    """Error responses: ``{"error"}`` under /v2 (the protocol's shape), else
+    ``{"title", "description"}``."""
+    schema = _ref("V2Error") if v2 else _ref("Error")
+    return {
+        str(status): _response(STATUS_REASONS[status], _json_content(schema)) for status in statuses
+    }
+
+
+def _json_ok(description: str, schema_name: str) -> dict[str, Schema]:
+    return {"200": _response(description, _json_content(_ref(schema_name)))}
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    responses: dict[str, Schema],
+    parameters: list[Schema] | None = None,
+    request_body: Schema | None = None,
+) -> Schema:
+    operation: Schema = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "parameters": [{"$ref": "#/components/parameters/X-Request-ID"}, *(parameters or [])],
+        "responses": responses,
+    }
+    if request_body is not None:
+        operation["requestBody"] = request_body
+    return operation
+
+
+def _path_parameter(name: str, description: str, example: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1},
+        "example": example,
+    }
+
+
+MODEL_NAME = _path_parameter("name", "Model name (the ONNX file's stem)", "cnn")
+MODEL_VERSION = _path_parameter("version", "Model version, from the model's metadata", "1")
+
+
+def _schemas() -> dict[str, Schema]:
+    """Every schema the paths refer to."""
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    prediction_properties: Schema = {
+        "classifier": {"type": "string", "example": "CNNClassifier"},
+        "model": {"type": "string", "example": "cnn"},
+        "label": {"type": "integer", "minimum": 0, "maximum": 9},
+        "confidence": probability,
+        "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10},
+        "input_image": {
+            "type": "string",
+            "description": "With ?debug=1: the 28x28 the model saw, as a PNG data URL",
+            "pattern": "^data:image/png;base64,",
+        },
+    }
+    tensor_metadata = {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string", "example": "FP32"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        },
+    }
+    parameters = {"type": "object", "additionalProperties": True}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["title", "description"],
+            "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+        },
+        "V2Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["classifier", "model", "label", "confidence", "probabilities"],
+            "properties": prediction_properties,
+        },
+        "BatchPrediction": {
+            "type": "object",
+            "required": ["classifier", "model", "predictions"],
+            "properties": {
+                "classifier": {"type": "string"},
+                "model": {"type": "string"},
+                "predictions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["filename", *_prediction_required(prediction_properties)],
+                        "properties": {
+                            "filename": {"type": "string", "nullable": True},
+                            **prediction_properties,
+                        },
+                    },
+                },
+            },
+        },
+        "Liveness": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["live"]}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "models"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "loading"]},
+                "models": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "version", "provider"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "version": {"type": "string"},
+                            "provider": {"type": "string", "example": "CPUExecutionProvider"},
+                        },
+                    },
+                },
+            },
+        },
+        "ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "TensorMetadata": tensor_metadata,
+        "ModelMetadata": {
+            "type": "object",
+            "required": ["name", "platform", "inputs", "outputs"],
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string", "example": "onnxruntime_onnx"},
+                "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+                "outputs": {"type": "array", "items": _ref("TensorMetadata")},
+                "parameters": parameters,
+            },
+        },
+        "TensorData": {
+            "type": "array",
+            "description": "Tensor elements, flat or nested, in row-major order",
+            "items": {},
+        },
+        "RequestInput": {
+            "type": "object",
+            "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string", "example": "image_bytes"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"type": "string", "example": "BYTES"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                },
+                "data": _ref("TensorData"),
+            },
+        },
+        "RequestOutput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "example": "probabilities"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "binary_data": {"type": "boolean"},
+                        "classification": {"type": "integer", "minimum": 0},
+                    },
+                    "additionalProperties": True,
+                },
+            },
+        },
+        "InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_output": {"type": "boolean"}},
+                    "additionalProperties": True,
+                },
+                "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
+                "outputs": {"type": "array", "items": _ref("RequestOutput")},
+            },
+            "example": {
+                "id": "example-1",
+                "inputs": [
+                    {
+                        "name": "image_bytes",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [EXAMPLE_PNG_BASE64],
+                    }
+                ],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+            },
+        },
+        "ResponseOutput": {
+            "type": "object",
+            "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                },
+                "data": _ref("TensorData"),
+            },
+        },
+        "InferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": parameters,
+                "outputs": {"type": "array", "items": _ref("ResponseOutput")},
+            },
+        },
+    }
+
+
+def _prediction_required(properties: Schema) -> list[str]:
+    """The keys of a single prediction that are always present (all but the debug image)."""
+    return [key for key in properties if key != "input_image"]
+
+
+def _upload_paths() -> dict[str, Schema]:
+    """``POST /predict`` and its original alias ``POST /upload``."""
+    image_file = {"type": "string", "format": "binary"}
+    files = {"oneOf": [image_file, {"type": "array", "items": image_file, "minItems": 1}]}
+    content: Schema = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "description": "One or more parts named 'file' or 'image'",
+                "properties": {"file": files, "image": files},
+            }
+        },
+        **{media: {"schema": image_file} for media in RAW_IMAGE_TYPES},
+    }
+    parameters = [
+        {
+            "name": "model",
+            "in": "query",
+            "description": "Model to use (cnn, softmax); the default model when absent",
+            "schema": {"type": "string", "maxLength": 64},
+            "example": "cnn",
+        },
+        {
+            "name": "debug",
+            "in": "query",
+            "description": "Also answer the 28x28 the model saw, as a PNG data URL",
+            "schema": {"type": "boolean"},
+        },
+    ]
+    responses = {
+        "200": _response(
+            "One image: its prediction; several: one prediction per file",
+            _json_content({"oneOf": [_ref("Prediction"), _ref("BatchPrediction")]}),
+        ),
+        **_errors((400, 404, 413, 415, 422)),
+    }
+    body = {"required": True, "content": content}
+    paths = {}
+    for path, name in (("/predict", "predict"), ("/upload", "upload")):
+        paths[path] = {
+            "post": _operation(
+                name,
+                "Classify uploaded digit images (any size, format and colours)",
+                "predict",
+                responses,
+                parameters,
+                body,
+            )
+        }
+    return paths
+
+
+def _v2_model_paths(prefix: str, suffix: str, parameters: list[Schema]) -> dict[str, Schema]:
+    """Model metadata, readiness and inference, under one model (and version) prefix."""
+    binary_header = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "description": "Binary tensor data extension: length of the JSON part of the body",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    infer_body = {
+        "required": True,
+        "content": {
+            **_json_content(_ref("InferenceRequest")),
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "JSON inference request followed by binary tensor data",
+                }
+            },
+        },
+    }
+    infer_ok = _response(
+        "Inference response; JSON followed by binary tensor data when outputs asked for it",
+        {
+            **_json_content(_ref("InferenceResponse")),
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    )
+    infer_ok["headers"]["Inference-Header-Content-Length"] = {
+        "description": "Length of the JSON part when binary tensor data follows",
+        "schema": {"type": "integer"},
+    }
+    return {
+        prefix: {
+            "get": _operation(
+                f"model_metadata{suffix}",
+                "Model metadata: versions, platform, inputs and outputs",
+                "v2",
+                {**_json_ok("Model metadata", "ModelMetadata"), **_errors((404,), v2=True)},
+                parameters,
+            )
+        },
+        f"{prefix}/ready": {
+            "get": _operation(
+                f"model_ready{suffix}",
+                "Whether the model is ready for inference",
+                "v2",
+                {
+                    "200": _response("The model is ready"),
+                    **_errors((404, 503), v2=True),
+                },
+                parameters,
+            )
+        },
+        f"{prefix}/infer": {
+            "post": _operation(
+                f"model_infer{suffix}",
+                "Run inference (JSON tensors, binary tensor data, classification, images)",
+                "v2",
+                {"200": infer_ok, **_errors((400, 404, 413, 415, 422), v2=True)},
+                [*parameters, binary_header],
+                infer_body,
+            )
+        },
+    }
+
+
+def _v2_paths() -> dict[str, Schema]:
+    """The Open Inference Protocol v2 (KServe / Triton REST) routes."""
+    return {
+        "/v2": {
+            "get": _operation(
+                "server_metadata",
+                "Server metadata: name, version, protocol extensions",
+                "v2",
+                _json_ok("Server metadata", "ServerMetadata"),
+            )
+        },
+        "/v2/health/live": {
+            "get": _operation("server_live", "The server is live", "v2", {"200": _response("Live")})
+        },
+        "/v2/health/ready": {
+            "get": _operation(
+                "server_ready",
+                "Every model is loaded and ready",
+                "v2",
+                {"200": _response("Ready"), **_errors((503,), v2=True)},
+            )
+        },
+        **_v2_model_paths("/v2/models/{name}", "", [MODEL_NAME]),
+        **_v2_model_paths(
+            "/v2/models/{name}/versions/{version}", "_version", [MODEL_NAME, MODEL_VERSION]
+        ),
+    }
+
+
+def _service_paths() -> dict[str, Schema]:
+    """Health, metrics, this document, and the page with its assets."""
+    static_parameters = [
+        _path_parameter("name", "File name", "app.js"),
+        {
+            "name": "v",
+            "in": "query",
+            "description": "Content hash; the current one makes the file cacheable",
+            "schema": {"type": "string"},
+        },
+    ]
+    return {
+        "/health/live": {
+            "get": _operation("live", "The process is up", "health", _json_ok("Live", "Liveness"))
+        },
+        "/health/ready": {
+            "get": _operation(
+                "ready",
+                "Every model is loaded and warmed, each with its provider and version",
+                "health",
+                {
+                    "200": _response("Ready", _json_content(_ref("Readiness"))),
+                    "503": _response("Still loading", _json_content(_ref("Readiness"))),
+                },
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics (Triton's nv_inference_* names), summed over workers",
+                "service",
+                {
+                    "200": _response(
+                        "Prometheus text exposition format",
+                        {MEDIA_PROMETHEUS: {"schema": {"type": "string"}}},
+                    )
+                },
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "openapi",
+                "This OpenAPI document",
+                "service",
+                {"200": _response("OpenAPI 3 document", _json_content({"type": "object"}))},
+            )
+        },
+        "/": {
+            "get": _operation(
+                "page",
+                "The demo page: draw or upload a digit and see the prediction",
+                "page",
+                {"200": _response("HTML page", {"text/html": {"schema": {"type": "string"}}})},
+            ),
+            "head": _operation(
+                "page_head", "Headers of the demo page", "page", {"200": _response("HTML page")}
+            ),
+        },
+        "/static/{name}": {
+            "get": _operation(
+                "static_file",
+                "A script, style sheet or image of the page",
+                "page",
+                {
+                    "200": _response(
+                        "The file",
+                        {
+                            media: {"schema": {"type": "string"}}
+                            for media in ("text/css", "text/javascript", "image/svg+xml")
+                        }
+                        | {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                    ),
+                    "304": _response(STATUS_REASONS[304]),
+                    **_errors((404,)),
+                },
+                static_parameters,
+            ),
+            "head": _operation(
+                "static_file_head",
+                "Headers of a file of the page",
+                "page",
+                {
+                    "200": _response("Headers of the file"),
+                    "304": _response(STATUS_REASONS[304]),
+                    "404": _response(STATUS_REASONS[404]),
+                },
+                static_parameters,
+            ),
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def document() -> Schema:
+    """The whole OpenAPI document."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "MNIST digit recognition (ONNX)",
+            "version": _version(),
+            "description": (
+                "Handwritten-digit recognition served from ONNX: image uploads, the Open "
+                "Inference Protocol v2 (KServe/Triton REST), health, Prometheus metrics. Every "
+                "response carries X-Request-ID (the client's, or a new one)."
+            ),
+        },
+        "tags": [{"name": name} for name in ("predict", "v2", "health", "service", "page")],
+        "paths": {**_upload_paths(), **_v2_paths(), **_service_paths()},
+        "components": {
+            "schemas": _schemas(),
+            "parameters": {
+                "X-Request-ID": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "description": "Request id to log and send back; generated when absent",
+                    "schema": {"type": "string"},
+                }
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": "The request id (the client's, else a generated uuid4 hex)",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    }
+
+
+class OpenApiDocument:
+    """``GET /openapi.json``: the document, serialised once."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer the document."""
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._body
+
+
+def add_routes(app: falcon.App) -> None:
+    """Mount ``GET /openapi.json``."""
+    app.add_route("/openapi.json", OpenApiDocument(orjson.dumps(document())))

@@ -1,7 +1,109 @@
-"""Placeholder, being written."""
+"""``POST /predict`` (and ``POST /upload``, the original path): classify uploaded digit images."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
 
 import falcon
+import numpy as np
+
+from serve import imaging, metrics, preprocess, uploads
+from serve.errors import ServiceError
+from serve.runtime import ModelInfo, ModelRepository, OnnxModel
+from serve.settings import Settings
 
 
-def add_routes(app: falcon.App, *args: object) -> None:
-    """Mount nothing yet."""
+class Prediction:
+    """Classify the images of one request, all in one batch, with the ``?model=`` chosen."""
+
+    def __init__(self, settings: Settings, repository: ModelRepository) -> None:
+        self.limits = uploads.UploadLimits.from_settings(settings)
+        self._max_pixels = settings.max_image_pixels
+        self._repository = repository
+
+    @falcon.before(uploads.reject_oversized_body)
+    @falcon.before(uploads.require_upload_content_type)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        model = self._repository.get(req.get_param("model"))
+        req.context.model, req.context.model_version = model.info.name, model.info.version
+        debug = req.get_param_as_bool("debug", default=False)
+        files = uploads.read_uploads(req, self.limits)
+        req.context.batch_size = len(files)
+        answers = self._classify(model, files, debug)
+        resp.media = answers[0] if len(files) == 1 else batch_answer(model.info, files, answers)
+
+    def _classify(
+        self, model: OnnxModel, files: list[uploads.Upload], debug: bool
+    ) -> list[dict[str, Any]]:
+        """Normalise every file, run them through ``model`` as one batch and describe each
+        result; records the inference timings."""
+        started = time.perf_counter()
+        images = np.stack([self._normalise(upload, len(files)) for upload in files])
+        inferring = time.perf_counter()
+        probabilities = model.predict(images)
+        answering = time.perf_counter()
+        answers = [
+            describe(model.info, row, image if debug else None)
+            for row, image in zip(probabilities, images, strict=True)
+        ]
+        metrics.observe_inference(
+            model.info.name,
+            model.info.version,
+            images=len(files),
+            input_seconds=inferring - started,
+            infer_seconds=answering - inferring,
+            output_seconds=time.perf_counter() - answering,
+        )
+        return answers
+
+    def _normalise(self, upload: uploads.Upload, count: int) -> np.ndarray:
+        """Decode and MNIST-normalise one upload; with several files, errors name the file."""
+        try:
+            started = time.perf_counter()
+            image = imaging.decode(upload.data, self._max_pixels)
+            decoded = time.perf_counter()
+            digit = preprocess.to_mnist(image)
+            metrics.observe_decode(decoded - started)
+            metrics.observe_preprocess(time.perf_counter() - decoded)
+            return digit
+        except ServiceError as ex:
+            if count == 1 or upload.filename is None:
+                raise
+            raise type(ex)(f"{upload.filename}: {ex.description}") from ex
+
+
+def describe(
+    info: ModelInfo, probabilities: np.ndarray, image: np.ndarray | None
+) -> dict[str, Any]:
+    """The answer for one image: classifier, model, label, confidence, the ten
+    probabilities, and with ``image`` the 28x28 the model saw as a PNG data URL."""
+    label = int(np.argmax(probabilities))
+    answer: dict[str, Any] = {
+        "classifier": info.classifier,
+        "model": info.name,
+        "label": label,
+        "confidence": float(probabilities[label]),
+        "probabilities": probabilities.tolist(),
+    }
+    if image is not None:
+        answer["input_image"] = preprocess.to_png_data_url(image)
+    return answer
+
+
+def batch_answer(
+    info: ModelInfo, files: list[uploads.Upload], answers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The answer for several images: one prediction per file, each with its filename."""
+    predictions = [
+        {"filename": upload.filename, **answer}
+        for upload, answer in zip(files, answers, strict=True)
+    ]
+    return {"model": info.name, "classifier": info.classifier, "predictions": predictions}
+
+
+def add_routes(app: falcon.App, settings: Settings, repository: ModelRepository) -> None:
+    """Mount ``/predict`` and its original alias ``/upload`` on one resource."""
+    resource = Prediction(settings, repository)
+    app.add_route("/predict", resource)
+    app.add_route("/upload", resource)

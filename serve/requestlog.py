@@ -1,12 +1,82 @@
-"""Placeholder, being written."""
+"""One JSON line per request on the ``serve.access`` logger, and the ``X-Request-ID`` header.
+
+Resources add what only they know through ``req.context``: ``model`` (the model's name),
+``batch_size`` (images or tensor rows in the request); both are null in the line otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import sys
+import time
+import uuid
 
 import falcon
+import orjson
+
+ACCESS_LOGGER = "serve.access"
+REQUEST_ID_HEADER = "X-Request-ID"
+#: A client's request id is kept when it is 1 to 128 visible ASCII characters, else replaced.
+_USABLE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def configure_access_logger() -> logging.Logger:
+    """The access logger, at INFO unless a level was set, writing bare JSON lines to stderr
+    unless something (a gunicorn ``logconfig_dict``, a test) already gave it handlers. It then
+    does not propagate, so a handler on the root logger does not print each line twice."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
+
+
+def request_id(req: falcon.Request) -> str:
+    """The client's ``X-Request-ID`` when it sent a usable one, else a new uuid4 hex."""
+    sent = req.get_header(REQUEST_ID_HEADER)
+    if sent is not None and _USABLE_REQUEST_ID.fullmatch(sent):
+        return sent
+    return uuid.uuid4().hex
 
 
 class RequestLog:
-    """Falcon middleware writing one JSON line per request (placeholder)."""
+    """Falcon middleware: gives every request an id (``req.context.request_id``), answers it
+    in ``X-Request-ID`` and logs one JSON line per request when the response is ready."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or configure_access_logger()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Stamp the start time and pick the request id."""
+        req.context.log_started = time.perf_counter()
+        req.context.request_id = request_id(req)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        """Nothing yet."""
+        """Send the request id back and log the line."""
+        context = req.context
+        identifier = context.get("request_id") or request_id(req)
+        resp.set_header(REQUEST_ID_HEADER, identifier)
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        started = context.get("log_started")
+        duration_ms = (time.perf_counter() - started) * 1000.0 if started is not None else 0.0
+        line = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            "request_id": identifier,
+            "method": req.method,
+            "route": req.uri_template,
+            "path": req.path,
+            "status": resp.status_code,
+            "duration_ms": round(duration_ms, 3),
+            "model": context.get("model"),
+            "batch_size": context.get("batch_size"),
+        }
+        self._logger.info(orjson.dumps(line).decode())

@@ -136,6 +136,12 @@ class ModelRepository:
         models: dict[str, OnnxModel] = {}
         for path in paths:
             model = OnnxModel(path, provider_list, intra_op_threads)
+            if providers == "cuda" and model.info.provider != CUDA:
+                raise RuntimeError(
+                    f"MNIST_PROVIDERS=cuda but model {model.info.name} runs on "
+                    f"{model.info.provider}: onnxruntime-gpu could not start CUDA here "
+                    "(check the CUDA and cuDNN libraries and the GPU driver)"
+                )
             models[model.info.name] = model
             log.info(
                 "model %s version %s loaded from %s on %s",

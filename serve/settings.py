@@ -4,24 +4,54 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
 
-def _default_threads() -> int:
-    """Intra-op threads so that gunicorn workers x threads = cores (at least 1)."""
+def _default_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Intra-op threads so that gunicorn workers (``WEB_CONCURRENCY``, which
+    gunicorn.conf.py sets) x threads = cores; at least 1."""
+    env = os.environ if environ is None else environ
     cores = os.cpu_count() or 1
-    workers = int(os.environ.get("WEB_CONCURRENCY", cores) or cores)
+    try:
+        workers = int(env.get("WEB_CONCURRENCY") or cores)
+    except ValueError:
+        workers = cores
     return max(1, cores // max(1, workers))
+
+
+def _convert(variable: str, raw: str, current: object) -> object:
+    """``raw`` as the type of the field's default; ValueError naming ``variable`` otherwise."""
+    if isinstance(current, Path):
+        return Path(raw)
+    if isinstance(current, bool):
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"{variable} must be true or false, not {raw!r}")
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{variable} must be a number, not {raw!r}") from None
+    if isinstance(current, int):
+        try:
+            number = int(raw)
+        except ValueError:
+            raise ValueError(f"{variable} must be a whole number, not {raw!r}") from None
+        if number < 1:
+            raise ValueError(f"{variable} must be at least 1, not {number}")
+        return number
+    return raw
 
 
 @dataclasses.dataclass
 class Settings:
     """Everything the service can be told; tests build one and override fields."""
 
-    #: Folder holding ``<name>.onnx`` files; every file there is served under its stem.
+    #: Folder of ``.onnx`` files; each is served under the name in its metadata (else its stem).
     model_dir: Path = DEFAULT_MODEL_DIR
     #: Model used by /predict when no ``?model=`` is given.
     default_model: str = "cnn"
@@ -40,18 +70,20 @@ class Settings:
     max_tensor_elements: int = 64 * 784 * 4
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Build settings from ``MNIST_*`` variables, keeping defaults for the rest."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``MNIST_*`` variables (``MNIST_MODEL_DIR``,
+        ``MNIST_MAX_FILES``, ...), keeping defaults for the rest; a bad value raises
+        ValueError naming the variable."""
         env = os.environ if environ is None else environ
-        settings = cls()
-        converters = {field.name: field.type for field in dataclasses.fields(cls)}
-        for name in converters:
-            raw = env.get(f"MNIST_{name.upper()}")
-            if raw is None or raw == "":
-                continue
-            current = getattr(settings, name)
-            value: object = type(current)(raw) if not isinstance(current, Path) else Path(raw)
-            setattr(settings, name, value)
+        settings = cls(intra_op_threads=_default_threads(env))
+        for field in dataclasses.fields(cls):
+            variable = f"MNIST_{field.name.upper()}"
+            raw = env.get(variable, "").strip()
+            if raw:
+                setattr(
+                    settings, field.name, _convert(variable, raw, getattr(settings, field.name))
+                )
+        settings.providers = settings.providers.lower()
         if settings.providers not in PROVIDER_CHOICES:
             raise ValueError(
                 f"MNIST_PROVIDERS must be one of {', '.join(PROVIDER_CHOICES)}, "

@@ -1,0 +1,317 @@
+"""Load the real service with wrk and print the Performance table, in one run.
+
+``python -m bench.load`` starts ``gunicorn serve:app`` (2 workers) on 127.0.0.1, drives each
+route with wrk for a fixed time at the given concurrencies, reads every worker's RSS before
+and after, measures the in-process limit (bench/inprocess.py) and the FastAPI peer
+(bench/peers/), and prints one Markdown table. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import inprocess, samples
+from bench.processes import rss_mb, uvicorn_peer
+from tests.servers import encode_multipart, gunicorn_server, request
+
+log = logging.getLogger(__name__)
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One request that wrk repeats: where it goes, what it carries, how many images it
+    classifies, and which in-process workload is its limit."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes = b""
+    content_type: str = ""
+    header: tuple[str, str] | None = None
+    images: int = 1
+    limit: str | None = None
+
+
+@dataclasses.dataclass
+class Result:
+    """What wrk measured for one route at one concurrency."""
+
+    route: Route
+    concurrency: int
+    requests_per_second: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def images_per_second(self) -> float:
+        """Images classified per second (requests/s times images per request)."""
+        return self.requests_per_second * self.route.images
+
+
+def run_wrk(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    script: str = "request.lua",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run wrk (one thread, ``concurrency`` connections) and return the JSON its Lua
+    ``done()`` printed."""
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+    ]
+    completed = subprocess.run(
+        command, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith("WRK_RESULT "):
+            return dict(json.loads(line.removeprefix("WRK_RESULT ")))
+    raise RuntimeError(f"wrk printed no result:\n{completed.stdout}\n{completed.stderr}")
+
+
+def drive(base_url: str, route: Route, seconds: float, concurrency: int, folder: Path) -> Result:
+    """Drive one route with wrk and summarise what it saw."""
+    body_file = folder / (re.sub(r"[^A-Za-z0-9]+", "_", route.name) + ".body")
+    body_file.write_bytes(route.body)
+    env = {
+        "WRK_METHOD": route.method,
+        "WRK_BODY_FILE": str(body_file) if route.body else "",
+        "WRK_CONTENT_TYPE": route.content_type,
+        "WRK_HEADER_NAME": route.header[0] if route.header else "",
+        "WRK_HEADER_VALUE": route.header[1] if route.header else "",
+    }
+    raw = run_wrk(base_url + route.path, seconds, concurrency, env=env)
+    errors = sum(raw["errors"].values())
+    latency = raw["latency_us"]
+    return Result(
+        route,
+        concurrency,
+        raw["requests"] / (raw["duration_us"] / 1e6),
+        latency["p50"] / 1000,
+        latency["p90"] / 1000,
+        latency["p99"] / 1000,
+        errors,
+    )
+
+
+def v2_json_body(input_name: str, shape: Sequence[int], batch: int) -> bytes:
+    """A v2 infer request carrying ``batch`` MNIST digits as a JSON FP32 tensor."""
+    tensor = samples.normalised_batch(batch).reshape([batch, *shape[1:]])
+    request = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(tensor.shape),
+                "datatype": "FP32",
+                "data": tensor.ravel().round(4).tolist(),
+            }
+        ]
+    }
+    return json.dumps(request).encode()
+
+
+def v2_binary_body(
+    input_name: str, shape: Sequence[int], output_name: str, batch: int
+) -> tuple[bytes, str]:
+    """A v2 infer request with the tensor as binary data (and a binary output); returns
+    the body and the Inference-Header-Content-Length value."""
+    tensor = samples.normalised_batch(batch).reshape([batch, *shape[1:]]).astype(np.float32)
+    raw = tensor.tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(tensor.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": output_name, "parameters": {"binary_data": True}}],
+    }
+    encoded = json.dumps(header).encode()
+    return encoded + raw, str(len(encoded))
+
+
+def build_routes(base_url: str, model: str) -> list[Route]:
+    """Every route the benchmark drives, with bodies built from MNIST's first digits."""
+    digit = samples.mnist_digits(1)[0]
+    png_body, png_type = encode_multipart([("file", "digit.png", samples.png_28(digit))])
+    jpeg_body, jpeg_type = encode_multipart(
+        [("file", "photo.jpg", samples.photo_jpeg(digit))], "image/jpeg"
+    )
+    predict = f"/predict?model={model}"
+    upload_routes = [
+        Route("/predict png 28x28", "POST", predict, png_body, png_type, limit="png28"),
+        Route("/predict jpeg 300x300", "POST", predict, jpeg_body, jpeg_type, limit="jpeg300"),
+    ]
+    health = Route("/health/live", "GET", "/health/live")
+    status, _, answer = request("GET", f"{base_url}/v2/models/{model}")
+    if status != 200:
+        log.warning("GET /v2/models/%s answered %s: v2 routes skipped", model, status)
+        return [*upload_routes, health]
+    metadata = json.loads(answer)
+    tensor_input = next(item for item in metadata["inputs"] if item["datatype"] == "FP32")
+    input_name, shape = tensor_input["name"], tensor_input["shape"]
+    output_name = metadata["outputs"][0]["name"]
+    infer = f"/v2/models/{model}/infer"
+    binary_1, header_1 = v2_binary_body(input_name, shape, output_name, 1)
+    binary_64, header_64 = v2_binary_body(input_name, shape, output_name, 64)
+    octet = "application/octet-stream"
+    return [
+        *upload_routes,
+        Route("v2 infer JSON b1", "POST", infer, v2_json_body(input_name, shape, 1),
+              "application/json", limit="tensor1"),
+        Route("v2 infer binary b1", "POST", infer, binary_1, octet,
+              ("Inference-Header-Content-Length", header_1), limit="tensor1"),
+        Route("v2 infer binary b64", "POST", infer, binary_64, octet,
+              ("Inference-Header-Content-Length", header_64), images=64, limit="tensor64"),
+        health,
+    ]  # fmt: skip
+
+
+def measure_limits(model_dir: Path, model: str, seconds: float) -> dict[str, float]:
+    """Images/s of each limit workload, one single-threaded process per core, no HTTP."""
+    digit = samples.mnist_digits(1)[0]
+    workloads = {
+        "png28": inprocess.Workload("png28", model, payload=samples.png_28(digit)),
+        "jpeg300": inprocess.Workload("jpeg300", model, payload=samples.photo_jpeg(digit)),
+        "tensor1": inprocess.Workload("tensor1", model, batch=1),
+        "tensor64": inprocess.Workload("tensor64", model, batch=64),
+    }
+    return {
+        key: inprocess.images_per_second(workload, seconds, model_dir=model_dir)
+        for key, workload in workloads.items()
+    }
+
+
+def _table(
+    results: list[Result],
+    limits: dict[str, float],
+    peer: dict[int, Result],
+) -> str:
+    lines = [
+        "| route | conc. | req/s | images/s | p50 ms | p90 ms | p99 ms | errors "
+        "| limit images/s | service/limit | peer req/s | ours/peer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        limit = limits.get(result.route.limit or "")
+        ratio = f"{result.images_per_second / limit:.0%}" if limit else ""
+        peer_result = peer.get(result.concurrency) if result.route.limit == "png28" else None
+        peer_rps = f"{peer_result.requests_per_second:.0f}" if peer_result else ""
+        peer_ratio = (
+            f"{result.requests_per_second / peer_result.requests_per_second:.2f}x"
+            if peer_result
+            else ""
+        )
+        lines.append(
+            f"| {result.route.name} | {result.concurrency} | {result.requests_per_second:.0f} "
+            f"| {result.images_per_second:.0f} | {result.p50_ms:.2f} | {result.p90_ms:.2f} "
+            f"| {result.p99_ms:.2f} | {result.errors} | {f'{limit:.0f}' if limit else ''} "
+            f"| {ratio} | {peer_rps} | {peer_ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the whole benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--seconds", type=int, default=10, help="per route and concurrency")
+    parser.add_argument("--concurrency", default="8", help="comma-separated, e.g. 1,8,32")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true", help="skip the FastAPI peer")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    concurrencies = [int(value) for value in arguments.concurrency.split(",")]
+    seconds = arguments.seconds
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as temporary:
+        folder = Path(temporary)
+        started = time.perf_counter()
+        with gunicorn_server(arguments.model_dir, arguments.workers) as server:
+            start_to_ready = time.perf_counter() - started
+            while len(server.worker_pids()) < arguments.workers:
+                time.sleep(0.1)
+            routes = build_routes(server.base_url, arguments.model)
+            for route in routes:  # One short pass so every worker has seen every route.
+                drive(server.base_url, route, 1, arguments.workers, folder)
+            workers = server.worker_pids()
+            rss_before = {pid: rss_mb(pid) for pid in workers}
+            results = [
+                drive(server.base_url, route, seconds, concurrency, folder)
+                for route in routes
+                for concurrency in concurrencies
+            ]
+            rss_after = {pid: rss_mb(pid) for pid in server.worker_pids()}
+        peer: dict[int, Result] = {}
+        peer_rss: list[float] = []
+        if not arguments.no_peer:
+            with uvicorn_peer(arguments.model_dir, arguments.workers) as (peer_url, peer_pids):
+                peer_route = dataclasses.replace(routes[0], name="peer /predict png 28x28")
+                drive(peer_url, peer_route, 1, arguments.workers, folder)
+                for concurrency in concurrencies:
+                    peer[concurrency] = drive(peer_url, peer_route, seconds, concurrency, folder)
+                peer_rss = [rss_mb(pid) for pid in peer_pids]
+    limits = measure_limits(arguments.model_dir, arguments.model, min(seconds, 5.0))
+
+    print(_table(results, limits, peer))
+    print()
+    print(f"start to ready: {start_to_ready:.2f} s ({arguments.workers} workers, both models)")
+    for pid in workers:
+        after = rss_after.get(pid)
+        after_text = f"{after:.1f} MiB" if after is not None else "gone (replaced)"
+        print(f"worker {pid} RSS: before {rss_before[pid]:.1f} MiB, after {after_text}")
+    if peer_rss:
+        print("peer worker RSS: " + ", ".join(f"{value:.1f} MiB" for value in peer_rss))
+    print("limits (images/s, no HTTP): " + ", ".join(f"{k} {v:.0f}" for k, v in limits.items()))
+    if arguments.json:
+        arguments.json.write_text(
+            json.dumps(
+                {
+                    "results": [
+                        {**dataclasses.asdict(result), "route": result.route.name}
+                        for result in results
+                    ],
+                    "peer": {c: dataclasses.asdict(r) | {"route": "peer"} for c, r in peer.items()},
+                    "limits": limits,
+                    "start_to_ready_s": start_to_ready,
+                    "rss_before_mb": rss_before,
+                    "rss_after_mb": rss_after,
+                    "peer_rss_mb": peer_rss,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Process helpers for the benchmarks: resident memory, children, and the peer server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from tests.servers import ROOT, free_port, request
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (VmRSS of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """Process ids of the direct children of ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+@contextlib.contextmanager
+def uvicorn_peer(
+    model_dir: Path, workers: int = 2, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, list[int]]]:
+    """Run the FastAPI peer under ``uvicorn --workers``; yield its base URL and the worker
+    pids once every worker answers."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "MNIST_MODEL_DIR": str(model_dir),
+        "WEB_CONCURRENCY": str(workers),
+        **(env or {}),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.peers.fastapi_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        worker_pids: list[int] = []
+        while time.monotonic() < deadline:
+            worker_pids = [
+                pid for pid in children(process.pid) if "spawn_main" in _command_line(pid)
+            ]
+            with contextlib.suppress(OSError):
+                if len(worker_pids) == workers and request("GET", base_url + "/health/live")[0]:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the uvicorn peer did not start")
+        # Each worker loads the models before it accepts; give the slower one time to.
+        time.sleep(3.0)
+        yield base_url, worker_pids
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,60 @@
+"""gunicorn settings for ``gunicorn serve:app``; values come from the environment.
+
+``PORT`` (default 8001) and ``WEB_CONCURRENCY`` (default: the CPU count) are the usual
+knobs; everything else is fixed here. Check with ``gunicorn --check-config serve:app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+# Where to listen: every interface, on $PORT (the original project's 8001 by default).
+bind = [f"0.0.0.0:{os.environ.get('PORT') or '8001'}"]
+
+# One sync worker per core; each builds its own onnxruntime sessions after fork.
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+worker_class = "sync"
+preload_app = False
+
+# The worker count is exported so that serve.settings sizes intra-op threads to
+# workers x threads = cores.
+os.environ["WEB_CONCURRENCY"] = str(workers)
+
+# A worker silent for `timeout` seconds is killed and replaced; on SIGTERM, in-flight
+# requests get `graceful_timeout` seconds to finish.
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+
+# Request-line and header limits (bytes, count, bytes), against oversized or hostile headers.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Access log and error log on standard output/error, for the container runtime to collect.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+# No runtime control socket (gunicorn >= 25): one fixed path per user would be shared by
+# every instance on the machine; signals (HUP, TTIN, TTOU, TERM) do the same job.
+control_socket_disable = True
+
+# Worker heartbeat files in memory rather than on a possibly slow disk.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In each new worker, before it loads the app: tell it how many workers there are
+    (``-w`` on the command line or SIGTTIN/SIGTTOU may have changed the count) so that it
+    sizes its onnxruntime threads, and send the app's own log lines (which provider each
+    model got, ...) to gunicorn's error log, at its level."""
+    os.environ["WEB_CONCURRENCY"] = str(server.num_workers)
+    app_logger = logging.getLogger("serve")
+    app_logger.setLevel(server.log.error_log.level)
+    app_logger.handlers = list(server.log.error_log.handlers)
+    app_logger.propagate = False

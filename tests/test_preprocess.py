@@ -1,0 +1,354 @@
+"""serve.preprocess against generated images of every kind people send.
+
+Each scenario draws a digit shape (a 7 or a 0, with ImageDraw), dresses it up as a canvas
+export, a phone photo, ruled paper, a scan with dust and so on, and checks the 28x28
+produced: the MNIST form (values, box, centre of mass, polarity) and its likeness to the
+same shape drawn clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from serve.errors import BlankImage
+from serve.imaging import decode
+from serve.preprocess import to_mnist, to_png_data_url
+
+Box = tuple[float, float, float, float]
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, width: int, fill: object) -> None:
+    """Draw a ``"7"``, a ``"0"`` or a ``"1"`` filling ``box`` (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    if shape == "7":
+        points = [(left, top), (right, top), (left + 0.35 * (right - left), bottom)]
+        draw.line(points, fill=fill, width=width, joint="curve")
+    elif shape == "0":
+        draw.ellipse(box, outline=fill, width=width)
+    else:
+        middle = (left + right) / 2
+        draw.line([(middle, top), (middle, bottom)], fill=fill, width=width)
+
+
+def drawn(
+    shape: str = "7",
+    size: tuple[int, int] = (200, 200),
+    box: Box | None = None,
+    width: int = 12,
+    ink: int = 0,
+    paper: int = 255,
+) -> Image.Image:
+    """A grey image of the shape, dark on light by default, in the middle 60% unless
+    ``box`` says where."""
+    image = Image.new("L", size, paper)
+    frame = box or (0.2 * size[0], 0.2 * size[1], 0.8 * size[0], 0.8 * size[1])
+    draw_shape(ImageDraw.Draw(image), shape, frame, width, ink)
+    return image
+
+
+def ink_mask(size: tuple[int, int], shape: str = "7", box: Box | None = None, width: int = 12) -> np.ndarray:
+    """The shape's coverage in [0, 1] (1 = ink), as a float array."""
+    return 1.0 - np.asarray(drawn(shape, size, box, width), dtype=np.float64) / 255.0
+
+
+def as_file(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """Encode ``image`` in memory as ``fmt``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def through_jpeg(image: Image.Image, quality: int = 85) -> Image.Image:
+    """Round-trip through JPEG, as uploads usually are."""
+    return decode(as_file(image, "JPEG", quality=quality), 10**8)
+
+
+def assert_mnist_form(digit: np.ndarray) -> None:
+    """The 28x28 array is what MNIST looks like: float32 in [0, 1], white ink on a black
+    frame, ink inside a 20x20 box, centre of mass within a pixel of (14, 14) (unless, as
+    for MNIST's own 7s, that would push the ink out of the frame)."""
+    assert digit.shape == (28, 28)
+    assert digit.dtype == np.float32
+    assert np.isfinite(digit).all()
+    assert digit.min() >= 0.0 and digit.max() <= 1.0
+    assert digit.max() >= 0.9, "the strokes should be bright"
+    rows = np.flatnonzero(digit.max(axis=1) > 0.05)
+    columns = np.flatnonzero(digit.max(axis=0) > 0.05)
+    assert rows[-1] - rows[0] + 1 <= 20 and columns[-1] - columns[0] + 1 <= 20
+    assert max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 >= 18, "fills the 20x20 box"
+    ring = np.concatenate([digit[0], digit[-1], digit[:, 0], digit[:, -1]])
+    assert ring.mean() < 0.1, "white on black: the frame is background"
+    total = digit.sum()
+    centre_row = (digit.sum(axis=1) * np.arange(28)).sum() / total
+    centre_column = (digit.sum(axis=0) * np.arange(28)).sum() / total
+    assert abs(centre_row - 14) <= 1.0 or rows[0] == 0 or rows[-1] == 27
+    assert abs(centre_column - 14) <= 1.0 or columns[0] == 0 or columns[-1] == 27
+
+
+def likeness(first: np.ndarray, second: np.ndarray) -> float:
+    """Pearson correlation of two 28x28 arrays."""
+    return float(np.corrcoef(first.ravel(), second.ravel())[0, 1])
+
+
+def reference(shape: str = "7") -> np.ndarray:
+    """The 28x28 of the shape drawn clean, black on white."""
+    return to_mnist(drawn(shape))
+
+
+def assert_reads_as(image: Image.Image, shape: str = "7", least: float = 0.85) -> np.ndarray:
+    """to_mnist of ``image`` has the MNIST form and looks like the clean shape."""
+    digit = to_mnist(image)
+    assert_mnist_form(digit)
+    assert likeness(digit, reference(shape)) >= least
+    return digit
+
+
+# Polarity, modes and formats.
+
+
+def test_mnist_style_white_on_black_28x28_is_kept_as_it_is() -> None:
+    image = drawn(size=(28, 28), box=(5, 4, 22, 23), width=2, ink=255, paper=0)
+    digit = assert_reads_as(image)
+    assert likeness(digit, np.asarray(image, np.float32) / 255) > 0.8
+
+
+def test_black_on_white_and_white_on_black_give_the_same_digit() -> None:
+    dark_on_light = to_mnist(drawn())
+    light_on_dark = to_mnist(drawn(ink=255, paper=0))
+    assert likeness(dark_on_light, light_on_dark) > 0.98
+
+
+def test_grey_ink_on_grey_paper_is_stretched_to_full_contrast() -> None:
+    assert_reads_as(drawn(ink=90, paper=160))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB", "CMYK", "YCbCr", "HSV", "LAB", "P", "I", "F", "I;16"])
+def test_every_mode_reads_as_the_digit(mode: str) -> None:
+    image = drawn()
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(image, np.uint16) * 257).astype(np.uint16))
+    elif mode == "LAB":
+        image = image.convert("RGB").convert("LAB")
+    else:
+        image = image.convert(mode)
+    assert image.mode == mode
+    assert_reads_as(image)
+
+
+def test_sixteen_bit_grey_with_twelve_bit_values() -> None:
+    values = (np.asarray(drawn(), np.float64) / 255 * 4095).astype(np.uint16)
+    assert_reads_as(Image.fromarray(values))
+
+
+def test_float_image_of_any_value_range() -> None:
+    values = np.asarray(drawn(), np.float32) * -3.5e6 + 7.0
+    assert_reads_as(Image.fromarray(values, mode="F"))
+
+
+def test_coloured_ink_on_coloured_paper() -> None:
+    image = Image.new("RGB", (240, 200), (250, 240, 200))
+    draw_shape(ImageDraw.Draw(image), "7", (50, 40, 190, 160), 12, (20, 40, 160))
+    assert_reads_as(image)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_every_allowed_format_round_trips(fmt: str) -> None:
+    assert_reads_as(decode(as_file(drawn().convert("RGB"), fmt), 10**7))
+
+
+# Alpha.
+
+
+def canvas_export(stroke: tuple[int, int, int], size: tuple[int, int] = (280, 280)) -> Image.Image:
+    """What a browser canvas gives: strokes on fully transparent (0, 0, 0, 0) pixels."""
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw_shape(ImageDraw.Draw(image), "7", (56, 56, 224, 224), 16, (*stroke, 255))
+    return image
+
+
+def test_canvas_export_dark_strokes_on_transparent() -> None:
+    assert_reads_as(canvas_export((0, 0, 0)))
+
+
+def test_canvas_export_survives_png_encoding() -> None:
+    assert_reads_as(decode(as_file(canvas_export((10, 10, 10)), "PNG"), 10**7))
+
+
+def test_canvas_export_light_strokes_on_transparent() -> None:
+    assert_reads_as(canvas_export((255, 255, 255)))
+
+
+def test_grey_with_alpha_and_palette_with_transparency() -> None:
+    assert_reads_as(canvas_export((0, 0, 0)).convert("LA"))
+    palette = canvas_export((0, 0, 0)).convert("RGBA").quantize(colors=4)
+    assert palette.mode == "P"
+    assert_reads_as(palette)
+
+
+def test_transparent_hole_in_opaque_paper_is_background() -> None:
+    image = drawn().convert("RGBA")
+    ImageDraw.Draw(image).rectangle((0, 0, 30, 30), fill=(0, 0, 0, 0))
+    assert_reads_as(image)
+
+
+# Orientation.
+
+
+def test_exif_orientation_is_applied() -> None:
+    upright = drawn(size=(240, 180))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "Rotate 90 CW to view": undoes the ROTATE_90 (counter-clockwise) above.
+    photo = decode(as_file(stored, "JPEG", exif=exif.tobytes(), quality=95), 10**7)
+    assert likeness(to_mnist(photo), to_mnist(upright)) > 0.95
+    assert likeness(to_mnist(stored), to_mnist(upright)) < 0.7
+
+
+# Photos, paper and scans.
+
+
+def phone_photo(seed: int = 0) -> Image.Image:
+    """Paper under uneven light (bright corner to dim corner), sensor noise, dark ink, as a
+    JPEG; 640x480."""
+    rng = np.random.default_rng(seed)
+    height, width = 480, 640
+    rows, columns = np.mgrid[0:height, 0:width]
+    light = 0.95 - 0.5 * (rows / height + columns / width) / 2
+    ink = ink_mask((width, height), box=(220, 140, 420, 340), width=14)
+    pixels = light * (1 - 0.8 * ink) + rng.normal(0, 0.03, (height, width))
+    image = Image.fromarray(np.clip(pixels * 255, 0, 255).astype(np.uint8)).convert("RGB")
+    return through_jpeg(image, quality=80)
+
+
+def test_phone_photo_with_uneven_light_and_noise() -> None:
+    assert_reads_as(phone_photo())
+
+
+def test_shadow_darker_than_the_ink_contrast_does_not_become_ink() -> None:
+    height, width = 400, 400
+    light = np.where(np.arange(width) < 120, 0.45, 0.9)[None, :].repeat(height, axis=0)
+    ink = ink_mask((width, height), box=(170, 100, 330, 300), width=12)
+    pixels = light * (1 - 0.85 * ink)
+    assert_reads_as(Image.fromarray((pixels * 255).astype(np.uint8)))
+
+
+def ruled_paper(shape: str = "7") -> Image.Image:
+    """Notebook paper: pale blue lines every 40 px and a red margin line; a dark blue digit
+    written across two of the lines."""
+    image = Image.new("RGB", (400, 400), (250, 250, 245))
+    draw = ImageDraw.Draw(image)
+    for row in range(20, 400, 40):
+        draw.line([(0, row), (400, row)], fill=(140, 170, 220), width=2)
+    draw.line([(60, 0), (60, 400)], fill=(220, 120, 120), width=2)
+    draw_shape(draw, shape, (150, 110, 290, 290), 10, (20, 30, 110))
+    return through_jpeg(image)
+
+
+@pytest.mark.parametrize("shape", ["7", "0"])
+def test_ruled_notebook_lines_are_removed(shape: str) -> None:
+    assert_reads_as(ruled_paper(shape), shape)
+
+
+def test_empty_ruled_paper_is_blank() -> None:
+    image = Image.new("L", (300, 300), 250)
+    draw = ImageDraw.Draw(image)
+    for row in range(20, 300, 40):
+        draw.line([(0, row), (300, row)], fill=120, width=2)
+    with pytest.raises(BlankImage):
+        to_mnist(image)
+
+
+def test_a_lone_vertical_stroke_is_a_one_not_a_ruled_line() -> None:
+    digit = to_mnist(drawn("1", box=(90, 10, 110, 190), width=10))
+    assert digit.max() == 1.0
+    columns = np.flatnonzero(digit.max(axis=0) > 0.05)
+    assert columns.size <= 8 and abs(columns.mean() - 14) <= 1.5
+
+
+def test_scanner_dust_and_specks_away_from_the_digit_are_dropped() -> None:
+    image = drawn(size=(300, 300), box=(90, 80, 210, 220))
+    draw = ImageDraw.Draw(image)
+    for left, top in [(10, 10), (270, 30), (20, 260), (280, 280), (150, 12), (12, 150), (250, 250)]:
+        draw.ellipse((left, top, left + 4, top + 4), fill=30)
+    assert_reads_as(image, least=0.95)
+
+
+def test_thick_marker_strokes() -> None:
+    assert_reads_as(drawn("0", size=(300, 300), width=45), "0", least=0.8)
+
+
+def test_hair_thin_strokes_are_thickened() -> None:
+    digit = assert_reads_as(drawn("0", size=(600, 600), width=2), "0", least=0.8)
+    assert (digit > 0.5).sum() >= 40
+
+
+def test_small_digit_in_a_large_frame() -> None:
+    image = drawn(size=(1600, 1200), box=(1000, 300, 1040, 350), width=5)
+    assert_reads_as(image, least=0.8)
+
+
+def test_tiny_images_are_scaled_up() -> None:
+    assert_reads_as(drawn(size=(12, 12), box=(2, 2, 10, 10), width=1), least=0.6)
+
+
+def test_digit_touching_the_image_edges() -> None:
+    assert_reads_as(drawn(size=(100, 100), box=(3, 3, 96, 96), width=10), least=0.8)
+
+
+# No ink.
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (200, 200), 255),
+        Image.new("L", (200, 200), 0),
+        Image.new("RGB", (64, 48), (120, 180, 40)),
+        Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+        Image.new("1", (1, 1)),
+        Image.new("F", (30, 30), float("nan")),
+    ],
+    ids=["white", "black", "uniform-colour", "transparent", "1x1", "nan"],
+)
+def test_blank_images_raise_blank_image(image: Image.Image) -> None:
+    with pytest.raises(BlankImage):
+        to_mnist(image)
+
+
+def test_faint_noise_alone_is_blank() -> None:
+    rng = np.random.default_rng(1)
+    pixels = np.clip(235 + rng.normal(0, 4, (300, 300)), 0, 255).astype(np.uint8)
+    with pytest.raises(BlankImage):
+        to_mnist(through_jpeg(Image.fromarray(pixels)))
+
+
+def test_specks_alone_are_blank() -> None:
+    image = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(image).point([(40, 40), (300, 120), (200, 350)], fill=0)
+    with pytest.raises(BlankImage):
+        to_mnist(image)
+
+
+# The debug hook.
+
+
+def test_png_data_url_holds_the_28x28_the_model_saw() -> None:
+    digit = to_mnist(drawn())
+    url = to_png_data_url(digit)
+    assert url.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.size == (28, 28) and decoded.mode == "L"
+    assert np.abs(np.asarray(decoded, np.float32) / 255 - digit).max() <= 1 / 255
+
+
+SCENARIOS: dict[str, Callable[[], Image.Image]] = {
+    "photo": phone_photo,
+    "ruled": ruled_paper,
+    "canvas": lambda: canvas_export((0, 0, 0)),
+}

@@ -1,0 +1,193 @@
+"""The real ``tritonclient.http`` client against real gunicorn (2 workers) speaking v2.
+
+Runs over the committed models when both exist, else over the fake ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from PIL import Image, ImageDraw
+from tritonclient.utils import InferenceServerException
+
+from serve import imaging, preprocess
+from serve.runtime import ModelRepository
+from serve.settings import Settings
+from tests.conftest import COMMITTED_MODELS
+from tests.fakes import fake_model_dir
+from tests.servers import start_gunicorn
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("cnn", "softmax")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed models when both are there, else fakes."""
+    if all((COMMITTED_MODELS / f"{name}.onnx").exists() for name in MODELS):
+        return COMMITTED_MODELS
+    return fake_model_dir(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def local(model_dir: Path) -> ModelRepository:
+    """The same models, run in this process, to compare answers with."""
+    return ModelRepository.load(model_dir, "cnn", "cpu", 1)
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path) -> Iterator[triton.InferenceServerClient]:
+    """A tritonclient HTTP client connected to gunicorn with 2 workers over ``model_dir``."""
+    with start_gunicorn(model_dir, workers=2) as base_url:
+        connection = triton.InferenceServerClient(url=base_url.removeprefix("http://"))
+        yield connection
+        connection.close()
+
+
+def pixels(model: ModelRepository, name: str, batch: int) -> np.ndarray:
+    """Random pixels in [0, 1] in model ``name``'s own input layout."""
+    shape = (batch, *model.get(name).info.input_shape[1:])
+    return np.random.default_rng(batch).random(shape, dtype=np.float32)
+
+
+def digit_png(offset: int) -> bytes:
+    """A white stroke on black as PNG bytes."""
+    image = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(image).line([(20 + offset, 6), (16, 34)], fill=255, width=4)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    for name in MODELS:
+        assert client.is_model_ready(name)
+        assert client.is_model_ready(name, "1")
+    assert not client.is_model_ready("nope")
+    assert not client.is_model_ready("cnn", "9")
+
+
+def test_server_metadata(client: triton.InferenceServerClient) -> None:
+    metadata = client.get_server_metadata()
+    assert metadata["name"] == "mnist-onnx-serve"
+    assert {"binary_tensor_data", "classification"} <= set(metadata["extensions"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_metadata(
+    client: triton.InferenceServerClient, local: ModelRepository, name: str
+) -> None:
+    info = local.get(name).info
+    metadata = client.get_model_metadata(name, "1")
+    assert metadata["name"] == name
+    assert metadata["platform"] == "onnxruntime_onnx"
+    assert metadata["inputs"][0] == {
+        "name": info.input_name,
+        "datatype": "FP32",
+        "shape": list(info.input_shape),
+    }
+    assert metadata["inputs"][1]["datatype"] == "BYTES"
+    assert metadata["outputs"][0]["shape"] == [-1, 10]
+    with pytest.raises(InferenceServerException) as raised:
+        client.get_model_metadata("nope")
+    assert raised.value.status() == "404"
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer(
+    client: triton.InferenceServerClient, local: ModelRepository, name: str, binary: bool
+) -> None:
+    info = local.get(name).info
+    batch = pixels(local, name, 5)
+    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=binary)
+    output = triton.InferRequestedOutput(info.output_name, binary_data=binary)
+    result = client.infer(name, [tensor], request_id="r1", outputs=[output])
+    probabilities = result.as_numpy(info.output_name)
+    assert probabilities.shape == (5, 10)
+    np.testing.assert_allclose(probabilities, local.get(name).run(batch), rtol=1e-5, atol=1e-7)
+    response = result.get_response()
+    assert response["id"] == "r1"
+    assert response["model_name"] == name
+    assert response["model_version"] == "1"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_infer_without_outputs_answers_binary(
+    client: triton.InferenceServerClient, local: ModelRepository, name: str
+) -> None:
+    info = local.get(name).info
+    batch = pixels(local, name, 2)
+    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+    result = client.infer(name, [tensor], model_version="1")
+    np.testing.assert_allclose(
+        result.as_numpy(info.output_name), local.get(name).run(batch), rtol=1e-5, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_class_count(
+    client: triton.InferenceServerClient, local: ModelRepository, name: str, binary: bool
+) -> None:
+    info = local.get(name).info
+    batch = pixels(local, name, 4)
+    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=binary)
+    output = triton.InferRequestedOutput(info.output_name, binary_data=binary, class_count=3)
+    classes = client.infer(name, [tensor], outputs=[output]).as_numpy(info.output_name)
+    assert classes.shape == (4, 3)
+    expected = local.get(name).run(batch)
+    for row, probabilities in zip(classes, expected, strict=True):
+        texts = [item.decode() if isinstance(item, bytes) else item for item in row]
+        indices = [int(text.split(":")[1]) for text in texts]
+        assert indices == list(np.argsort(-probabilities, kind="stable")[:3])
+        values = [float(text.split(":")[0]) for text in texts]
+        np.testing.assert_allclose(values, probabilities[indices], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_infer_encoded_images(
+    client: triton.InferenceServerClient, local: ModelRepository, name: str
+) -> None:
+    images = [digit_png(0), digit_png(8), digit_png(-6)]
+    limit = Settings().max_image_pixels
+    expected = local.get(name).predict(
+        np.stack([preprocess.to_mnist(imaging.decode(data, limit)) for data in images])
+    )
+    binary_tensor = triton.InferInput("image_bytes", [3, 1], "BYTES")
+    binary_tensor.set_data_from_numpy(np.array([[data] for data in images], dtype=np.object_))
+    json_tensor = triton.InferInput("image_bytes", [3], "BYTES")
+    json_tensor.set_data_from_numpy(
+        np.array([base64.b64encode(data).decode() for data in images], dtype=np.object_),
+        binary_data=False,
+    )
+    for tensor in (binary_tensor, json_tensor):
+        result = client.infer(name, [tensor])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5)
+
+
+def test_errors_reach_the_client(
+    client: triton.InferenceServerClient, local: ModelRepository
+) -> None:
+    info = local.get("cnn").info
+    tensor = triton.InferInput(info.input_name, [1, 27, 27], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 27, 27), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("cnn", [tensor])
+    assert raised.value.status() == "400"
+    assert "shape" in raised.value.message()
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("nope", [tensor])
+    assert raised.value.status() == "404"
