@@ -58,3 +58,45 @@ def post_fork(server: Any, worker: Any) -> None:
     app_logger.setLevel(server.log.error_log.level)
     app_logger.handlers = list(server.log.error_log.handlers)
     app_logger.propagate = False
+
+
+# Prometheus metrics (serve/metrics.py): the workers share their counts through files in
+# PROMETHEUS_MULTIPROC_DIR. prometheus_client is imported only inside the hooks, after the
+# variable is set, so that every worker imports it in multiprocess mode.
+_METRICS_DIR_PREFIX = "mnist-serve-metrics-"
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker starts: empty PROMETHEUS_MULTIPROC_DIR of a previous run's files,
+    or, when it is not set, create a fresh folder under the system temp dir and set it."""
+    import glob
+    import tempfile
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for stale in glob.glob(os.path.join(folder, "*.db")):
+            os.remove(stale)
+    else:
+        folder = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    server.log.info("Prometheus multiprocess metrics in %s", folder)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: drop its live-gauge files (its counts stay, as counters must)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics folder when on_starting created it."""
+    import shutil
+    import tempfile
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.dirname(folder) == tempfile.gettempdir() and os.path.basename(folder).startswith(
+        _METRICS_DIR_PREFIX
+    ):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,7 +1,8 @@
 """The limit: the same work as the service (decode, preprocess, onnxruntime) with no HTTP,
 one single-threaded process per core, all running at once.
 
-``python -m bench.inprocess --seconds 5`` prints images/s for each workload.
+``python -m bench.inprocess --seconds 5`` prints images/s and CPU ms per image for each
+workload.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _worker(
     tensor = np.ascontiguousarray(images).reshape((-1, *model.info.input_shape[1:]))
     barrier.wait()
     count = 0
+    cpu_started = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         if workload.payload is None:
@@ -53,17 +55,27 @@ def _worker(
             image = imaging.decode(workload.payload, max_pixels)
             model.predict(preprocess.to_mnist(image)[np.newaxis])
         count += 1
-    results.put(count * workload.batch)  # type: ignore[attr-defined]
+    cpu = time.process_time() - cpu_started
+    results.put((count * workload.batch, cpu))  # type: ignore[attr-defined]
 
 
-def images_per_second(
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """What the processes achieved together."""
+
+    images_per_second: float
+    #: CPU time per image, in milliseconds (independent of what else the machine runs).
+    cpu_ms_per_image: float
+
+
+def measure(
     workload: Workload,
     seconds: float = 5.0,
     processes: int | None = None,
     model_dir: Path = DEFAULT_MODEL_DIR,
-) -> float:
-    """Images per second of ``workload`` run by ``processes`` (default: one per core)
-    single-threaded processes at once."""
+) -> Limit:
+    """Images per second and CPU per image of ``workload`` run by ``processes`` (default:
+    one per core) single-threaded processes at once."""
     processes = processes or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
@@ -74,10 +86,12 @@ def images_per_second(
     ]
     for worker in workers:
         worker.start()
-    total = sum(results.get(timeout=seconds + 120) for _ in workers)
+    counts = [results.get(timeout=seconds + 120) for _ in workers]
     for worker in workers:
         worker.join()
-    return total / seconds
+    images = sum(count for count, _ in counts)
+    cpu = sum(cpu_seconds for _, cpu_seconds in counts)
+    return Limit(images / seconds, cpu / max(images, 1) * 1000)
 
 
 def standard_workloads() -> list[Workload]:
@@ -99,10 +113,11 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     arguments = parser.parse_args()
     for workload in standard_workloads():
-        rate = images_per_second(
-            workload, arguments.seconds, arguments.processes, arguments.model_dir
+        limit = measure(workload, arguments.seconds, arguments.processes, arguments.model_dir)
+        print(
+            f"{workload.name:<16} {limit.images_per_second:10.1f} images/s "
+            f"{limit.cpu_ms_per_image:8.3f} CPU ms/image"
         )
-        print(f"{workload.name:<16} {rate:10.1f} images/s")
 
 
 if __name__ == "__main__":

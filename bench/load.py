@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench import inprocess, samples
-from bench.processes import rss_mb, uvicorn_peer
+from bench.processes import cpu_seconds, rss_mb, uvicorn_peer
 from tests.servers import encode_multipart, gunicorn_server, request
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class Result:
     p90_ms: float
     p99_ms: float
     errors: int
+    #: CPU time the server's workers spent per request, in milliseconds (None: not measured).
+    worker_cpu_ms: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -94,8 +96,16 @@ def run_wrk(
     raise RuntimeError(f"wrk printed no result:\n{completed.stdout}\n{completed.stderr}")
 
 
-def drive(base_url: str, route: Route, seconds: float, concurrency: int, folder: Path) -> Result:
-    """Drive one route with wrk and summarise what it saw."""
+def drive(
+    base_url: str,
+    route: Route,
+    seconds: float,
+    concurrency: int,
+    folder: Path,
+    workers: Sequence[int] = (),
+) -> Result:
+    """Drive one route with wrk and summarise what it saw; with ``workers`` (server
+    process ids), also the CPU time they spent per request."""
     body_file = folder / (re.sub(r"[^A-Za-z0-9]+", "_", route.name) + ".body")
     body_file.write_bytes(route.body)
     env = {
@@ -105,7 +115,9 @@ def drive(base_url: str, route: Route, seconds: float, concurrency: int, folder:
         "WRK_HEADER_NAME": route.header[0] if route.header else "",
         "WRK_HEADER_VALUE": route.header[1] if route.header else "",
     }
+    cpu_before = sum(cpu_seconds(pid) for pid in workers)
     raw = run_wrk(base_url + route.path, seconds, concurrency, env=env)
+    cpu_spent = sum(cpu_seconds(pid) for pid in workers) - cpu_before
     errors = sum(raw["errors"].values())
     latency = raw["latency_us"]
     return Result(
@@ -116,6 +128,7 @@ def drive(base_url: str, route: Route, seconds: float, concurrency: int, folder:
         latency["p90"] / 1000,
         latency["p99"] / 1000,
         errors,
+        cpu_spent / raw["requests"] * 1000 if workers and raw["requests"] else None,
     )
 
 
@@ -194,7 +207,7 @@ def build_routes(base_url: str, model: str) -> list[Route]:
     ]  # fmt: skip
 
 
-def measure_limits(model_dir: Path, model: str, seconds: float) -> dict[str, float]:
+def measure_limits(model_dir: Path, model: str, seconds: float) -> dict[str, inprocess.Limit]:
     """Images/s of each limit workload, one single-threaded process per core, no HTTP."""
     digit = samples.mnist_digits(1)[0]
     workloads = {
@@ -204,36 +217,53 @@ def measure_limits(model_dir: Path, model: str, seconds: float) -> dict[str, flo
         "tensor64": inprocess.Workload("tensor64", model, batch=64),
     }
     return {
-        key: inprocess.images_per_second(workload, seconds, model_dir=model_dir)
+        key: inprocess.measure(workload, seconds, model_dir=model_dir)
         for key, workload in workloads.items()
     }
 
 
 def _table(
     results: list[Result],
-    limits: dict[str, float],
+    limits: dict[str, inprocess.Limit],
     peer: dict[int, Result],
 ) -> str:
     lines = [
         "| route | conc. | req/s | images/s | p50 ms | p90 ms | p99 ms | errors "
-        "| limit images/s | service/limit | peer req/s | ours/peer |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| worker CPU ms/req | limit images/s | service/limit | CPU limit/service "
+        "| peer req/s | ours/peer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         limit = limits.get(result.route.limit or "")
-        ratio = f"{result.images_per_second / limit:.0%}" if limit else ""
+        cpu = result.worker_cpu_ms
+        cells = [
+            result.route.name,
+            str(result.concurrency),
+            f"{result.requests_per_second:.0f}",
+            f"{result.images_per_second:.0f}",
+            f"{result.p50_ms:.2f}",
+            f"{result.p90_ms:.2f}",
+            f"{result.p99_ms:.2f}",
+            str(result.errors),
+            f"{cpu:.3f}" if cpu is not None else "",
+            f"{limit.images_per_second:.0f}" if limit else "",
+            f"{result.images_per_second / limit.images_per_second:.0%}" if limit else "",
+            f"{limit.cpu_ms_per_image * result.route.images / cpu:.0%}" if limit and cpu else "",
+        ]
         peer_result = peer.get(result.concurrency) if result.route.limit == "png28" else None
-        peer_rps = f"{peer_result.requests_per_second:.0f}" if peer_result else ""
-        peer_ratio = (
-            f"{result.requests_per_second / peer_result.requests_per_second:.2f}x"
-            if peer_result
-            else ""
-        )
+        if peer_result:
+            ratio = result.requests_per_second / peer_result.requests_per_second
+            cells += [f"{peer_result.requests_per_second:.0f}", f"{ratio:.2f}x"]
+        else:
+            cells += ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    for concurrency, peer_result in sorted(peer.items()):
+        cpu = peer_result.worker_cpu_ms
         lines.append(
-            f"| {result.route.name} | {result.concurrency} | {result.requests_per_second:.0f} "
-            f"| {result.images_per_second:.0f} | {result.p50_ms:.2f} | {result.p90_ms:.2f} "
-            f"| {result.p99_ms:.2f} | {result.errors} | {f'{limit:.0f}' if limit else ''} "
-            f"| {ratio} | {peer_rps} | {peer_ratio} |"
+            f"| peer: FastAPI /predict png 28x28 | {concurrency} "
+            f"| {peer_result.requests_per_second:.0f} | {peer_result.images_per_second:.0f} "
+            f"| {peer_result.p50_ms:.2f} | {peer_result.p90_ms:.2f} | {peer_result.p99_ms:.2f} "
+            f"| {peer_result.errors} | {f'{cpu:.3f}' if cpu else ''} | | | | | |"
         )
     return "\n".join(lines)
 
@@ -266,7 +296,7 @@ def main() -> None:
             workers = server.worker_pids()
             rss_before = {pid: rss_mb(pid) for pid in workers}
             results = [
-                drive(server.base_url, route, seconds, concurrency, folder)
+                drive(server.base_url, route, seconds, concurrency, folder, workers)
                 for route in routes
                 for concurrency in concurrencies
             ]
@@ -278,7 +308,9 @@ def main() -> None:
                 peer_route = dataclasses.replace(routes[0], name="peer /predict png 28x28")
                 drive(peer_url, peer_route, 1, arguments.workers, folder)
                 for concurrency in concurrencies:
-                    peer[concurrency] = drive(peer_url, peer_route, seconds, concurrency, folder)
+                    peer[concurrency] = drive(
+                        peer_url, peer_route, seconds, concurrency, folder, peer_pids
+                    )
                 peer_rss = [rss_mb(pid) for pid in peer_pids]
     limits = measure_limits(arguments.model_dir, arguments.model, min(seconds, 5.0))
 
@@ -291,7 +323,14 @@ def main() -> None:
         print(f"worker {pid} RSS: before {rss_before[pid]:.1f} MiB, after {after_text}")
     if peer_rss:
         print("peer worker RSS: " + ", ".join(f"{value:.1f} MiB" for value in peer_rss))
-    print("limits (images/s, no HTTP): " + ", ".join(f"{k} {v:.0f}" for k, v in limits.items()))
+    print(
+        "limits, no HTTP: "
+        + ", ".join(
+            f"{key} {limit.images_per_second:.0f} images/s ({limit.cpu_ms_per_image:.3f} "
+            "CPU ms/image)"
+            for key, limit in limits.items()
+        )
+    )
     if arguments.json:
         arguments.json.write_text(
             json.dumps(
@@ -301,7 +340,7 @@ def main() -> None:
                         for result in results
                     ],
                     "peer": {c: dataclasses.asdict(r) | {"route": "peer"} for c, r in peer.items()},
-                    "limits": limits,
+                    "limits": {key: dataclasses.asdict(value) for key, value in limits.items()},
                     "start_to_ready_s": start_to_ready,
                     "rss_before_mb": rss_before,
                     "rss_after_mb": rss_after,

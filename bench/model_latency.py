@@ -3,7 +3,8 @@
 Both run in onnxruntime on one CPU thread in the same process, timed in interleaved rounds
 so that a busy machine slows both alike. The tutorial architecture (conv5x5x32, pool,
 conv5x5x64, pool, dense 1024, dense 10) is built untrained and exported the same way as
-ours. Prints each model's median milliseconds per image and the ratio.
+ours. Prints each model's median milliseconds per call (robust to a busy machine preempting
+some calls) and the ratio.
 
     python bench/model_latency.py [--model onnx_models/cnn.onnx] [--rounds 15]
 """
@@ -36,23 +37,27 @@ def session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
     )
 
 
-def time_round(runner: onnxruntime.InferenceSession, image: np.ndarray, calls: int) -> float:
-    """Milliseconds per call over ``calls`` batch-1 calls."""
+def time_round(runner: onnxruntime.InferenceSession, image: np.ndarray, calls: int) -> list[float]:
+    """Milliseconds taken by each of ``calls`` consecutive batch-1 calls."""
     feed = {runner.get_inputs()[0].name: image}
-    started = time.perf_counter()
+    timings = []
     for _ in range(calls):
+        started = time.perf_counter_ns()
         runner.run(None, feed)
-    return (time.perf_counter() - started) * 1000 / calls
+        timings.append((time.perf_counter_ns() - started) / 1e6)
+    return timings
 
 
 def tutorial_onnx() -> onnx.ModelProto:
     """The tutorial CNN, untrained, exported like ours."""
-    from export.convert import to_onnx
-    from train.models import build_tutorial_cnn
-    from train.quiet import import_tensorflow
+    from train.quiet import import_tensorflow, stderr_silenced
 
     import_tensorflow()
-    return to_onnx(build_tutorial_cnn())
+    from export.convert import to_onnx
+    from train.models import build_tutorial_cnn
+
+    with stderr_silenced():
+        return to_onnx(build_tutorial_cnn())
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -77,10 +82,14 @@ def main() -> int:
     timings: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(arguments.rounds):
         for name, runner in runners.items():
-            timings[name].append(time_round(runner, image, arguments.calls))
+            timings[name].extend(time_round(runner, image, arguments.calls))
 
     medians = {name: statistics.median(values) for name, values in timings.items()}
-    print(f"onnxruntime {onnxruntime.__version__}, CPU, 1 thread, batch 1, median of rounds")
+    calls = arguments.rounds * arguments.calls
+    print(
+        f"onnxruntime {onnxruntime.__version__}, CPU, 1 thread, batch 1: "
+        f"median of {calls} timed calls per model, in {arguments.rounds} interleaved rounds"
+    )
     for name, model in models.items():
         size_mb = len(model.SerializeToString()) / 1e6
         print(

@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     accuracy, wrong = mnist_upload_accuracy(model, arguments.mnist_dir, arguments.limit)
     seconds = time.perf_counter() - started
     print(
-        f"MNIST test digits as inverted upscaled JPEGs: {accuracy:.2%} correct ({len(wrong)} wrong, {seconds:.1f} s)"
+        f"MNIST test digits as inverted upscaled JPEGs: {accuracy:.2%} correct "
+        f"({len(wrong)} wrong, {seconds:.1f} s)"
     )
 
     fonts = machine_fonts()

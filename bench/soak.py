@@ -111,12 +111,16 @@ def main() -> int:
     server_errors = sum(count for status, count in statuses.items() if status >= 500)
     connection_errors = sum(v for k, v in result["errors"].items() if k != "status")
     latency = result["latency_us"]
-    print(f"{result['requests']} requests in {result['duration_us'] / 1e6:.1f} s "
-          f"at concurrency {arguments.concurrency}, {len(routes)} kinds of request "
-          f"({sum(1 for route in routes if route.name.startswith('bad'))} of them bad)")  # fmt: skip
+    bad = sum(1 for route in routes if route.name.startswith("bad"))
+    print(
+        f"{result['requests']} requests in {result['duration_us'] / 1e6:.1f} s at concurrency "
+        f"{arguments.concurrency}, {len(routes)} kinds of request ({bad} of them bad)"
+    )
     print("statuses: " + ", ".join(f"{status}: {statuses[status]}" for status in sorted(statuses)))
-    print(f"latency ms: p50 {latency['p50'] / 1000:.2f}, p90 {latency['p90'] / 1000:.2f}, "
-          f"p99 {latency['p99'] / 1000:.2f}, max {latency['max'] / 1000:.2f}")  # fmt: skip
+    print(
+        f"latency ms: p50 {latency['p50'] / 1000:.2f}, p90 {latency['p90'] / 1000:.2f}, "
+        f"p99 {latency['p99'] / 1000:.2f}, max {latency['max'] / 1000:.2f}"
+    )
     print(f"5xx: {server_errors}, connection errors: {connection_errors}")
     failed = server_errors > 0 or connection_errors > 0 or len(after) != len(before)
     for pid, rss_before in before.items():

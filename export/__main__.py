@@ -26,9 +26,13 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
             "within the tolerance) and write the model with its metadata (test accuracy, "
             "training data checksum, versions, ...). Exits 1 without writing when parity fails."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", choices=MODELS, default="cnn", help="which model to export")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="cnn",
+        help="which model to export (default: %(default)s)",
+    )
     parser.add_argument("--input", type=Path, help="the trained model (default: runs/MODEL.keras)")
     parser.add_argument(
         "--output", type=Path, help="where to write it (default: onnx_models/MODEL.onnx)"
@@ -38,17 +42,23 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
         type=Path,
         help="folder with the MNIST files (default: $MNIST_DATA_DIR, then the Keras cache)",
     )
-    parser.add_argument("--opset", type=int, default=convert.OPSET, help="ONNX opset")
+    parser.add_argument(
+        "--opset", type=int, default=convert.OPSET, help="ONNX opset (default: %(default)s)"
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
         default=parity.TOLERANCE,
-        help="largest allowed |Keras - onnxruntime| probability difference",
+        help="largest allowed |Keras - onnxruntime| probability difference (default: %(default)s)",
     )
     parser.add_argument(
         "--test-images", type=int, help="check only the first N test images (default: all)"
     )
-    parser.add_argument("--version", default="1", help="model version written to the metadata")
+    parser.add_argument(
+        "--version",
+        default="1",
+        help="model version written to the metadata (default: %(default)s)",
+    )
     return parser.parse_args(arguments)
 
 

@@ -40,6 +40,6 @@ def create_app(
     predict.add_routes(app, settings, repository)
     v2.add_routes(app, settings, repository)
     metrics.add_routes(app)
-    openapi.add_routes(app)
+    openapi.add_routes(app, repository)
     page.add_routes(app, repository)
     return app

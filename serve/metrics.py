@@ -91,8 +91,9 @@ COMPUTE_OUTPUT_DURATION = _triton_counter(
 
 HTTP_REQUESTS = Counter(
     "mnist_http_requests",
-    "HTTP requests answered, by route template, method and status code",
-    ("route", "method", "status"),
+    "HTTP requests answered, by route template, method, status code and model (empty when "
+    "the request named none)",
+    ("route", "method", "status", "model"),
 )
 HTTP_REQUEST_DURATION = Histogram(
     "mnist_http_request_duration_seconds",
@@ -119,9 +120,12 @@ INFER_DURATION = Histogram(
 
 
 @functools.lru_cache(maxsize=4096)
-def _http_children(route: str, method: str, status: str) -> tuple[Any, Any]:
-    """The labelled children for one route/method/status, looked up once per worker."""
-    return HTTP_REQUESTS.labels(route, method, status), HTTP_REQUEST_DURATION.labels(route, method)
+def _http_children(route: str, method: str, status: str, model: str) -> tuple[Any, Any]:
+    """The labelled children for one route/method/status/model, looked up once per worker."""
+    return (
+        HTTP_REQUESTS.labels(route, method, status, model),
+        HTTP_REQUEST_DURATION.labels(route, method),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,10 +224,10 @@ class RequestMetrics:
         status = resp.status_code
         method = req.method if req.method in KNOWN_METHODS else "other"
         route = req.uri_template or UNMATCHED_ROUTE
-        counter, histogram = _http_children(route, method, str(status))
+        model = req.context.get("model")
+        counter, histogram = _http_children(route, method, str(status), model or "")
         counter.inc()
         histogram.observe(seconds)
-        model = req.context.get("model")
         if model is not None:
             version = str(req.context.get("model_version") or "")
             observe_request(model, version, req_succeeded and status < 400, seconds)

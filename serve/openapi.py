@@ -11,6 +11,8 @@ from typing import Any
 import falcon
 import orjson
 
+from serve.runtime import ModelRepository
+
 OPENAPI_VERSION = "3.0.3"
 PACKAGE = "mnist-onnx-serve"
 MEDIA_PROMETHEUS = "text/plain"
@@ -95,19 +97,19 @@ def _operation(
     return operation
 
 
-def _path_parameter(name: str, description: str, example: str) -> Schema:
+def _path_parameter(name: str, description: str, schema: Schema) -> Schema:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string", "minLength": 1},
-        "example": example,
+        "schema": schema,
     }
 
 
-MODEL_NAME = _path_parameter("name", "Model name (the ONNX file's stem)", "cnn")
-MODEL_VERSION = _path_parameter("version", "Model version, from the model's metadata", "1")
+def _model_schema(models: list[str]) -> Schema:
+    """A served model's name: one of ``models``."""
+    return {"type": "string", "enum": models, "example": models[0]}
 
 
 def _schemas() -> dict[str, Schema]:
@@ -311,7 +313,7 @@ def _prediction_required(properties: Schema) -> list[str]:
     return [key for key in properties if key != "input_image"]
 
 
-def _upload_paths() -> dict[str, Schema]:
+def _upload_paths(models: list[str]) -> dict[str, Schema]:
     """``POST /predict`` and its original alias ``POST /upload``."""
     image_file = {"type": "string", "format": "binary"}
     files = {"oneOf": [image_file, {"type": "array", "items": image_file, "minItems": 1}]}
@@ -329,9 +331,8 @@ def _upload_paths() -> dict[str, Schema]:
         {
             "name": "model",
             "in": "query",
-            "description": "Model to use (cnn, softmax); the default model when absent",
-            "schema": {"type": "string", "maxLength": 64},
-            "example": "cnn",
+            "description": "Model to use; the default model when absent",
+            "schema": _model_schema(models),
         },
         {
             "name": "debug",
@@ -430,8 +431,12 @@ def _v2_model_paths(prefix: str, suffix: str, parameters: list[Schema]) -> dict[
     }
 
 
-def _v2_paths() -> dict[str, Schema]:
+def _v2_paths(models: list[str], versions: list[str]) -> dict[str, Schema]:
     """The Open Inference Protocol v2 (KServe / Triton REST) routes."""
+    name = _path_parameter("name", "Model name", _model_schema(models))
+    version = _path_parameter(
+        "version", "Model version", {"type": "string", "enum": versions, "example": versions[0]}
+    )
     return {
         "/v2": {
             "get": _operation(
@@ -452,17 +457,15 @@ def _v2_paths() -> dict[str, Schema]:
                 {"200": _response("Ready"), **_errors((503,), v2=True)},
             )
         },
-        **_v2_model_paths("/v2/models/{name}", "", [MODEL_NAME]),
-        **_v2_model_paths(
-            "/v2/models/{name}/versions/{version}", "_version", [MODEL_NAME, MODEL_VERSION]
-        ),
+        **_v2_model_paths("/v2/models/{name}", "", [name]),
+        **_v2_model_paths("/v2/models/{name}/versions/{version}", "_version", [name, version]),
     }
 
 
 def _service_paths() -> dict[str, Schema]:
     """Health, metrics, this document, and the page with its assets."""
     static_parameters = [
-        _path_parameter("name", "File name", "app.js"),
+        _path_parameter("name", "File name", {"type": "string", "example": "app.js"}),
         {
             "name": "v",
             "in": "query",
@@ -558,8 +561,10 @@ def _version() -> str:
         return "0+unknown"
 
 
-def document() -> Schema:
-    """The whole OpenAPI document."""
+def document(repository: ModelRepository) -> Schema:
+    """The whole OpenAPI document, model names and versions those of ``repository``."""
+    models = repository.names()
+    versions = sorted({model.info.version for model in repository})
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -572,7 +577,11 @@ def document() -> Schema:
             ),
         },
         "tags": [{"name": name} for name in ("predict", "v2", "health", "service", "page")],
-        "paths": {**_upload_paths(), **_v2_paths(), **_service_paths()},
+        "paths": {
+            **_upload_paths(models),
+            **_v2_paths(models, versions),
+            **_service_paths(),
+        },
         "components": {
             "schemas": _schemas(),
             "parameters": {
@@ -605,6 +614,6 @@ class OpenApiDocument:
         resp.data = self._body
 
 
-def add_routes(app: falcon.App) -> None:
-    """Mount ``GET /openapi.json``."""
-    app.add_route("/openapi.json", OpenApiDocument(orjson.dumps(document())))
+def add_routes(app: falcon.App, repository: ModelRepository) -> None:
+    """Mount ``GET /openapi.json``, documenting the models of ``repository``."""
+    app.add_route("/openapi.json", OpenApiDocument(orjson.dumps(document(repository))))

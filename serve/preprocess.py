@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -27,7 +28,7 @@ WORK_SIDE = 320
 #: The ink must differ from the background by this fraction of the full range.
 MIN_CONTRAST = 0.12
 #: The kept ink must span at least this fraction of the image's longer side (and 2 px).
-MIN_INK_SPAN = 0.02
+MIN_INK_SPAN = 0.01
 #: Background is estimated on a grid of about this many blocks per side, opened with a
 #: window of 2r+1 blocks (wider than any pen stroke).
 BACKGROUND_BLOCKS = 24
@@ -38,27 +39,39 @@ LINE_FILL = 0.85
 LINE_BORDER = 0.05
 LINE_MAX_THICKNESS = 0.04
 LINE_MIN_OVERHANG = 0.45
-#: Components of ink this close to the digit (fraction of its longer side) belong to it.
-NEAR_FRACTION = 0.3
-#: Stroke width MNIST digits have in the 20x20 box, in pixels, and the range left alone.
-STROKE_TARGET = 2.2
+#: Components of ink this close to the digit (fraction of its longer side) belong to it;
+#: three times as far for large ones (30% of the digit's area), a quarter for specks (<5%).
+NEAR_FRACTION = 0.2
+#: Stroke widths (twice area over perimeter, in pixels of the 20x20 box) of MNIST digits:
+#: about its 2nd and 99th percentiles bound the range left alone; thinner strokes are
+#: thickened to the median, thicker ones thinned to the 90th percentile.
 STROKE_MIN = 1.2
-STROKE_MAX = 5.5
+STROKE_MAX = 3.4
+STROKE_TARGET = 1.9
+STROKE_THINNED = 2.6
 
 _WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def _oriented(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag; a broken EXIF block leaves the image as it is."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        return image
+    """Apply the EXIF orientation tag; a broken EXIF block leaves the image as it is,
+    silently (Pillow would warn about it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ImageOps.exif_transpose(image)
+        except Exception:
+            return image
+
+
+def _reduction(image: Image.Image) -> int:
+    """The whole factor that brings the image's longer side to at most WORK_SIDE."""
+    return math.ceil(max(image.size) / WORK_SIDE)
 
 
 def _reduced(image: Image.Image) -> Image.Image:
     """Box-reduce so the longer side is at most WORK_SIDE (a no-op for small images)."""
-    factor = math.ceil(max(image.size) / WORK_SIDE)
+    factor = _reduction(image)
     return image.reduce(factor) if factor > 1 else image
 
 
@@ -94,9 +107,8 @@ def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def to_grey(image: Image.Image) -> np.ndarray:
-    """Any Pillow image (any mode, size, alpha, EXIF orientation) as a float32 grey array
-    in [0, 1], box-reduced to at most WORK_SIDE pixels on its longer side."""
-    image = _oriented(image)
+    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1],
+    box-reduced to at most WORK_SIDE pixels on its longer side."""
     if image.mode in _WIDE_MODES:
         return _stretched(np.asarray(_reduced(image.convert("F"))))
     if image.has_transparency_data:
@@ -108,34 +120,62 @@ def to_grey(image: Image.Image) -> np.ndarray:
     return np.asarray(_reduced(image.convert("L")), dtype=np.float32) / 255.0
 
 
-def _box3(values: np.ndarray) -> np.ndarray:
-    """3x3 mean filter with edge replication."""
-    padded = np.pad(values, 1, mode="edge")
-    rows = padded[:-2] + padded[1:-1] + padded[2:]
-    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9.0
+def _mean2(values: np.ndarray) -> np.ndarray:
+    """Mean of each 2x2 neighbourhood (a cheap denoising); tiny arrays are returned as-is."""
+    if min(values.shape) < 2:
+        return values
+    return (values[:-1, :-1] + values[1:, :-1] + values[:-1, 1:] + values[1:, 1:]) / 4
+
+
+def _quantile(values: np.ndarray, fraction: float) -> np.ndarray:
+    """The element at ``fraction`` of the values sorted along the last axis (no
+    interpolation: a partition, not a sort)."""
+    index = int(fraction * (values.shape[-1] - 1))
+    return np.partition(values, index, axis=-1)[..., index]
 
 
 def ink_bright(grey: np.ndarray) -> np.ndarray:
     """Return ``grey`` with the ink bright: the background is the median, and the ink is
     the extreme (of a denoised copy) that lies further from it."""
-    smooth = _box3(grey)
-    background = float(np.median(grey))
+    smooth = _mean2(grey)
+    background = float(_quantile(grey.ravel(), 0.5))
     dark_ink = background - float(smooth.min()) > float(smooth.max()) - background
     return 1.0 - grey if dark_ink else grey
 
 
-def _grid_resize(values: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear resize of a float array to ``width`` x ``height``."""
-    image = Image.fromarray(values.astype(np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+def _linear_weights(out_size: int, in_size: int) -> np.ndarray:
+    """``[out_size, in_size]`` matrix of linear interpolation weights (pixel centres
+    aligned, edges clamped)."""
+    centres = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    low = np.floor(centres).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    fraction = centres - low
+    weights = np.zeros((out_size, in_size))
+    np.add.at(weights, (np.arange(out_size), low), 1 - fraction)
+    np.add.at(weights, (np.arange(out_size), high), fraction)
+    return weights
+
+
+def _grid_resize(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a small grid to ``height`` x ``width`` (float32)."""
+    if float(grid.max()) == float(grid.min()):
+        return np.full((height, width), grid.flat[0], dtype=np.float32)
+    rows = _linear_weights(height, grid.shape[0])
+    columns = _linear_weights(width, grid.shape[1])
+    return (rows @ grid @ columns.T).astype(np.float32)
 
 
 def _opening(grid: np.ndarray, radius: int) -> np.ndarray:
-    """Grey opening (minimum, then maximum, over (2r+1)^2 neighbours) of a small grid:
-    removes bright features narrower than the window, keeps larger ones and their edges."""
+    """Grey opening by reconstruction of a small grid: erode with a (2r+1)^2 window, then
+    grow back under the grid. Bright bumps narrower than the window (ink) are flattened;
+    ramps and plateaus (light gradients, vignetting, shadows) keep their exact height."""
     size = 2 * radius + 1
-    eroded = _min_filter(np.pad(grid, radius, mode="edge"), size)[radius:-radius, radius:-radius]
-    return _max_filter(np.pad(eroded, radius, mode="edge"), size)[radius:-radius, radius:-radius]
+    marker = _min_filter(grid, size)
+    while True:
+        grown = np.minimum(_max_filter(marker, 3), grid)
+        if np.array_equal(grown, marker):
+            return marker
+        marker = grown
 
 
 def background(bright: np.ndarray) -> np.ndarray:
@@ -143,19 +183,21 @@ def background(bright: np.ndarray) -> np.ndarray:
     each block of a grid, opened so that blocks full of ink do not count, bilinearly
     interpolated back to full size."""
     height, width = bright.shape
-    block = max(2, math.ceil(max(height, width) / BACKGROUND_BLOCKS))
+    block = max(4, math.ceil(max(height, width) / BACKGROUND_BLOCKS))
     grid_height, grid_width = math.ceil(height / block), math.ceil(width / block)
     padded = np.pad(
         bright, ((0, grid_height * block - height), (0, grid_width * block - width)), "edge"
     )
     blocks = padded.reshape(grid_height, block, grid_width, block).transpose(0, 2, 1, 3)
-    level = np.percentile(blocks.reshape(grid_height, grid_width, -1), 20, axis=2)
-    return _grid_resize(_opening(level, BACKGROUND_OPENING), width, height)
+    level = _quantile(blocks.reshape(grid_height, grid_width, -1), 0.2)
+    return _grid_resize(_opening(level, BACKGROUND_OPENING), height, width)
 
 
 def otsu(values: np.ndarray, bins: int = 64) -> float:
     """Otsu's threshold of ``values`` (which lie in [0, 1])."""
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    indices = np.clip((values * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(indices.ravel(), minlength=bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)
     weight_high = weight_low[-1] - weight_low
@@ -171,13 +213,13 @@ def ink_levels(bright: np.ndarray) -> np.ndarray:
     normalised, pixels under half the Otsu threshold zeroed (grey edges kept).
     Raises BlankImage when the ink does not stand out from the background."""
     signal = np.clip(bright - background(bright), 0.0, 1.0)
-    peak = float(_box3(signal).max())
-    if peak < MIN_CONTRAST / 3 or float(signal.max()) < MIN_CONTRAST:
+    peak = float(_mean2(signal).max())
+    if peak < MIN_CONTRAST / 2 or float(signal.max()) < MIN_CONTRAST:
         raise BlankImage("no ink found: the image is blank or uniform")
     normalised = signal / float(signal.max())
     threshold = min(max(otsu(normalised), 0.2), 0.6)
     strokes = normalised[normalised > threshold]
-    saturation = float(np.percentile(strokes, 75)) if strokes.size else 1.0
+    saturation = float(_quantile(strokes, 0.75)) if strokes.size else 1.0
     floor = threshold / 2
     levels = (normalised - floor) / max(saturation - floor, 1e-6)
     return np.clip(levels, 0.0, 1.0).astype(np.float32)
@@ -267,8 +309,10 @@ def _run_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     last = np.searchsorted(start_keys, (rows + 1) * stride + ends, side="right")
     counts = np.maximum(last - first, 0)
     left = np.repeat(np.arange(rows.size), counts)
-    right = np.repeat(first, counts) + np.arange(counts.sum()) - np.repeat(
-        np.cumsum(counts) - counts, counts
+    right = (
+        np.repeat(first, counts)
+        + np.arange(counts.sum())
+        - np.repeat(np.cumsum(counts) - counts, counts)
     )
     labels = np.arange(rows.size)
     while True:
@@ -293,7 +337,7 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
     """Keep the largest connected component of ink and the components near it (or large);
     drop isolated specks and dust far from the digit."""
     rows, starts, ends, labels = _run_components(mask)
-    if rows.size == 0:
+    if rows.size == 0 or (labels == labels[0]).all():
         return mask
     count = rows.size
     area = np.bincount(labels, weights=ends - starts, minlength=count)
@@ -315,8 +359,8 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
             np.maximum(box_top[0] - bottom[0][roots], top[0][roots] - box_bottom[0]),
             np.maximum(box_top[1] - bottom[1][roots], top[1][roots] - box_bottom[1]),
         )
-        large = area[roots] >= 0.3 * area[main]
-        near = (gap <= reach) | (large & (gap <= 3 * reach))
+        share = area[roots] / area[main]
+        near = gap <= reach * np.where(share >= 0.3, 3.0, np.where(share >= 0.05, 1.0, 0.25))
         joining = roots[near & ~kept[roots]]
         if joining.size == 0:
             break
@@ -332,25 +376,35 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _max_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """Separable ``size`` x ``size`` maximum filter (a dilation), zero outside."""
+def _slide(values: np.ndarray, size: int, axis: int, combine: np.ufunc) -> np.ndarray:
+    """Combine (maximum or minimum) each element with its neighbours along ``axis`` in a
+    window of ``size`` (centred, the extra one after); the window stops at the edges."""
     before, after = (size - 1) // 2, size // 2
-    padded = np.pad(values, ((before, after), (before, after)))
-    height, width = values.shape
-    rows = np.max([padded[shift : shift + height] for shift in range(size)], axis=0)
-    return np.max([rows[:, shift : shift + width] for shift in range(size)], axis=0)
+    result = values.copy()
+    moved = np.moveaxis(result, axis, 0)
+    source = np.moveaxis(values, axis, 0)
+    for shift in range(1, min(after, source.shape[0] - 1) + 1):
+        combine(moved[:-shift], source[shift:], out=moved[:-shift])
+    for shift in range(1, min(before, source.shape[0] - 1) + 1):
+        combine(moved[shift:], source[:-shift], out=moved[shift:])
+    return result
+
+
+def _max_filter(values: np.ndarray, size: int) -> np.ndarray:
+    """``size`` x ``size`` maximum filter (a dilation); the window stops at the edges."""
+    return _slide(_slide(values, size, 0, np.maximum), size, 1, np.maximum)
 
 
 def _min_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """Separable ``size`` x ``size`` minimum filter (an erosion), zero outside."""
-    return -_max_filter(-values, size)
+    """``size`` x ``size`` minimum filter (an erosion); the window stops at the edges."""
+    return _slide(_slide(values, size, 0, np.minimum), size, 1, np.minimum)
 
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width of a boolean mask: twice its area over its perimeter."""
     padded = np.pad(mask, 1)
-    perimeter = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(
-        padded[:, 1:] != padded[:, :-1]
+    perimeter = int(np.count_nonzero(padded[1:] != padded[:-1])) + int(
+        np.count_nonzero(padded[:, 1:] != padded[:, :-1])
     )
     return 2.0 * float(mask.sum()) / max(perimeter, 1)
 
@@ -363,19 +417,19 @@ def _tight(values: np.ndarray) -> np.ndarray:
     return values[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
-def normalise_strokes(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Thicken hair-thin strokes or thin very thick ones towards MNIST's pen width, judged
-    at the scale the digit will have in the 20x20 box; returns the re-cropped patch."""
-    scale = BOX_SIDE / max(mask.shape)
-    width = stroke_width(mask) * scale
+def normalise_strokes(patch: np.ndarray) -> np.ndarray:
+    """Thicken hair-thin strokes, or thin very thick ones, towards MNIST's pen width,
+    judged at the scale the digit will have in the 20x20 box; returns the re-cropped patch."""
+    scale = BOX_SIDE / max(patch.shape)
+    width = stroke_width(patch > 0.5) * scale
     if width < STROKE_MIN:
         size = round((STROKE_TARGET - width) / scale) + 1
-        return _tight(_max_filter(np.pad(ink, size), size)) if size > 1 else ink
+        return _tight(_max_filter(np.pad(patch, size), size)) if size > 1 else patch
     if width > STROKE_MAX:
-        size = round((width - STROKE_TARGET) / scale) + 1
-        thinned = _min_filter(ink, size) if size > 1 else ink
-        return _tight(thinned) if thinned.max() > 0 else ink
-    return ink
+        size = round((width - STROKE_THINNED) / scale) + 1
+        thinned = _min_filter(np.pad(patch, 1), size)[1:-1, 1:-1] if size > 1 else patch
+        return _tight(thinned) if thinned.max() > 0.5 else patch
+    return patch
 
 
 def _fit_box(patch: np.ndarray) -> np.ndarray:
@@ -405,19 +459,57 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     return frame
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
-    """Return the image's digit as a ``[28, 28]`` float32 array in [0, 1], white on black,
-    normalised the way MNIST was made. Raises BlankImage when there is no ink."""
+def _bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Top, left, bottom, right (exclusive) of the True pixels of a non-empty mask."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+
+
+def digit_ink(image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The digit's ink levels (in [0, 1], zero off the digit) at working resolution, and
+    its bounds; raises BlankImage when there is no digit."""
     grey = to_grey(image)
     levels = ink_levels(ink_bright(grey))
     mask = keep_digit(remove_ruled_lines(levels > 0))
-    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    span = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 if rows.size else 0
-    if span < max(2, MIN_INK_SPAN * max(grey.shape)):
-        raise BlankImage("no digit found: only specks or lines, too small to read")
-    crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
-    patch = normalise_strokes(np.where(mask, levels, 0.0)[crop], mask[crop])
-    digit = _fit_box(patch.astype(np.float32))
+    if not mask.any():
+        raise BlankImage("no digit found: only ruled lines")
+    top, left, bottom, right = _bounds(mask)
+    if max(bottom - top, right - left) < max(2, MIN_INK_SPAN * max(grey.shape)):
+        raise BlankImage("no digit found: only specks, too small to read")
+    return np.where(mask, levels, 0.0).astype(np.float32), (top, left, bottom, right)
+
+
+def _zoomed(image: Image.Image, bounds: tuple[int, int, int, int]) -> np.ndarray | None:
+    """For a digit small in a large, reduced image: its ink from a full-resolution crop
+    around ``bounds`` (working coordinates), or None when that does not apply."""
+    factor = _reduction(image)
+    top, left, bottom, right = bounds
+    span = max(bottom - top, right - left)
+    if factor == 1 or span > WORK_SIDE // 4:
+        return None
+    margin = span // 2 + 1
+    region = (
+        max(0, (left - margin) * factor),
+        max(0, (top - margin) * factor),
+        min(image.width, (right + margin) * factor),
+        min(image.height, (bottom + margin) * factor),
+    )
+    try:
+        ink, (top, left, bottom, right) = digit_ink(image.crop(region))
+    except BlankImage:
+        return None
+    return ink[top:bottom, left:right]
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """Return the image's digit as a ``[28, 28]`` float32 array in [0, 1], white on black,
+    normalised the way MNIST was made. Raises BlankImage when there is no ink."""
+    image = _oriented(image)
+    ink, (top, left, bottom, right) = digit_ink(image)
+    patch = _zoomed(image, (top, left, bottom, right))
+    if patch is None:
+        patch = ink[top:bottom, left:right]
+    digit = _fit_box(normalise_strokes(patch))
     if float(digit.sum()) <= 0:
         raise BlankImage("no digit found: the ink vanished when scaled to 20x20")
     return centre_by_mass(digit)

@@ -185,3 +185,24 @@ def test_sigterm_drains_requests_in_flight_before_exit(fake_models: Path) -> Non
         assert [status for status, _ in answers] == [200, 200]
         assert all(answer["label"] in range(10) for _, answer in answers)
         assert server.process.wait(30) == 0
+
+
+def test_a_slow_client_holds_a_worker_only_until_the_timeout(fake_models: Path) -> None:
+    with gunicorn_server(fake_models, workers=2, args=["--timeout", "2"]) as server:
+        workers = set(server.worker_pids())
+        address = urlsplit(server.base_url)
+        with socket.create_connection((address.hostname, address.port), timeout=30) as slow:
+            # Half a request head, then silence: a sync worker is stuck reading it.
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Le")
+            time.sleep(0.5)
+            status, _ = get_json(server.base_url + "/health/live", timeout=10)
+            assert status == 200, "the other worker stopped answering"
+            _wait_until(lambda: slow.recv(1024) == b"", 15, "the slow connection to be closed")
+        _wait_until(
+            lambda: len(server.worker_pids()) == 2 and workers != set(server.worker_pids()),
+            15,
+            "the stuck worker to be replaced",
+        )
+        status, _ = get_json(server.base_url + "/health/live", timeout=10)
+        assert status == 200
+        assert "WORKER TIMEOUT" in server.log()

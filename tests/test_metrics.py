@@ -121,10 +121,13 @@ def test_http_requests_counted_by_route_template_method_and_status(
         return value(after, name, **labels) - value(before, name, **labels)
 
     requests_total = "mnist_http_requests_total"
-    assert delta(requests_total, route="/health/live", method="GET", status="200") == 3
+    live = {"route": "/health/live", "method": "GET", "status": "200", "model": ""}
+    assert delta(requests_total, **live) == 3
     # The template, not the path: the label set stays bounded whatever clients send.
-    assert delta(requests_total, route="/v2/models/{name}", method="GET", status="404") == 1
-    assert delta(requests_total, route="unmatched", method="GET", status="404") == 1
+    model_route = {"route": "/v2/models/{name}", "method": "GET", "status": "404", "model": ""}
+    assert delta(requests_total, **model_route) == 1
+    unmatched = {"route": "unmatched", "method": "GET", "status": "404", "model": ""}
+    assert delta(requests_total, **unmatched) == 1
     duration_count = "mnist_http_request_duration_seconds_count"
     assert delta(duration_count, route="/health/live", method="GET") == 3
 
@@ -135,7 +138,12 @@ def test_unknown_methods_share_one_label(client: falcon.testing.TestClient) -> N
     result = client.simulate_request("BREW", "/health/live")
     assert result.status_code in (400, 405)
     after = scrape(client)
-    labels = {"route": "/health/live", "method": "other", "status": str(result.status_code)}
+    labels = {
+        "route": "/health/live",
+        "method": "other",
+        "status": str(result.status_code),
+        "model": "",
+    }
     assert value(after, "mnist_http_requests_total", **labels) == (
         value(before, "mnist_http_requests_total", **labels) + 1
     )
@@ -269,7 +277,7 @@ def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path
         assert value(samples, "nv_inference_count", **model) == requests_sent
         assert value(samples, "nv_inference_exec_count", **model) == requests_sent
         assert value(samples, "nv_inference_request_success", **model) == requests_sent
-        predict_ok = {"route": "/predict", "method": "POST", "status": "200"}
+        predict_ok = {"route": "/predict", "method": "POST", "status": "200", "model": "cnn"}
         assert value(samples, "mnist_http_requests_total", **predict_ok) == requests_sent
 
         # A worker that dies takes none of the counts it made with it.
@@ -285,3 +293,28 @@ def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path
         status, _, text = request("GET", url + "/metrics")
         assert status == 200
         assert value(parse(text.decode()), "nv_inference_count", **model) == requests_sent
+
+
+@pytest.mark.slow
+def test_gunicorn_shares_metrics_without_any_configuration(fake_models: Path) -> None:
+    body, content_type = encode_multipart([("file", "one.png", digit_png())])
+    requests_sent = 16
+    with gunicorn_server(fake_models, workers=2) as server:
+
+        def post(_: int) -> int:
+            status, _, _ = request(
+                "POST",
+                server.base_url + "/predict?model=softmax",
+                body,
+                {"Content-Type": content_type},
+            )
+            return status
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(post, range(requests_sent))) == [200] * requests_sent
+        # Whichever worker answers the scrape, it reports every worker's counts.
+        for _ in range(6):
+            status, _, text = request("GET", server.base_url + "/metrics")
+            assert status == 200
+            samples = parse(text.decode())
+            assert value(samples, "nv_inference_count", model="softmax", version="1") == 16

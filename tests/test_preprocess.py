@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bench.recognition import mnist_test_set
 from serve.errors import BlankImage
 from serve.imaging import decode
-from serve.preprocess import to_mnist, to_png_data_url
+from serve.preprocess import stroke_width, to_mnist, to_png_data_url
 
 Box = tuple[float, float, float, float]
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, width: int, fill: object) -> None:
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, box: Box, width: int, fill: int | tuple[int, ...]
+) -> None:
     """Draw a ``"7"``, a ``"0"`` or a ``"1"`` filling ``box`` (left, top, right, bottom)."""
     left, top, right, bottom = box
     if shape == "7":
@@ -52,7 +55,9 @@ def drawn(
     return image
 
 
-def ink_mask(size: tuple[int, int], shape: str = "7", box: Box | None = None, width: int = 12) -> np.ndarray:
+def ink_mask(
+    size: tuple[int, int], shape: str = "7", box: Box | None = None, width: int = 12
+) -> np.ndarray:
     """The shape's coverage in [0, 1] (1 = ink), as a float array."""
     return 1.0 - np.asarray(drawn(shape, size, box, width), dtype=np.float64) / 255.0
 
@@ -91,31 +96,48 @@ def assert_mnist_form(digit: np.ndarray) -> None:
     assert abs(centre_column - 14) <= 1.0 or columns[0] == 0 or columns[-1] == 27
 
 
+def blurred(digit: np.ndarray) -> np.ndarray:
+    """3x3 mean of a 2-D array (so that a one-pixel shift of a thin stroke still matches)."""
+    padded = np.pad(digit, 1)
+    return np.sum(
+        [
+            padded[row : row + digit.shape[0], column : column + digit.shape[1]]
+            for row in range(3)
+            for column in range(3)
+        ],
+        axis=0,
+    )
+
+
 def likeness(first: np.ndarray, second: np.ndarray) -> float:
-    """Pearson correlation of two 28x28 arrays."""
-    return float(np.corrcoef(first.ravel(), second.ravel())[0, 1])
+    """Pearson correlation of two 28x28 arrays, blurred."""
+    return float(np.corrcoef(blurred(first).ravel(), blurred(second).ravel())[0, 1])
 
 
-def reference(shape: str = "7") -> np.ndarray:
-    """The 28x28 of the shape drawn clean, black on white."""
-    return to_mnist(drawn(shape))
-
-
-def assert_reads_as(image: Image.Image, shape: str = "7", least: float = 0.85) -> np.ndarray:
-    """to_mnist of ``image`` has the MNIST form and looks like the clean shape."""
+def assert_reads_as(
+    image: Image.Image, clean: Image.Image | None = None, least: float = 0.9
+) -> np.ndarray:
+    """to_mnist of ``image`` has the MNIST form and looks like to_mnist of ``clean`` (the
+    same digit drawn clean, black on white; by default ``drawn()``)."""
     digit = to_mnist(image)
     assert_mnist_form(digit)
-    assert likeness(digit, reference(shape)) >= least
+    assert likeness(digit, to_mnist(clean or drawn())) >= least
     return digit
 
 
 # Polarity, modes and formats.
 
 
-def test_mnist_style_white_on_black_28x28_is_kept_as_it_is() -> None:
-    image = drawn(size=(28, 28), box=(5, 4, 22, 23), width=2, ink=255, paper=0)
-    digit = assert_reads_as(image)
-    assert likeness(digit, np.asarray(image, np.float32) / 255) > 0.8
+def test_mnist_digits_come_out_nearly_unchanged(mnist_dir: Path) -> None:
+    images, _ = mnist_test_set(mnist_dir)
+    scores = []
+    for original in images[:100]:
+        digit = to_mnist(Image.fromarray(original))
+        assert_mnist_form(digit)
+        scores.append(likeness(digit, original / 255.0))
+    # Only the few with hair-thin strokes change (they are thickened).
+    assert np.median(scores) > 0.99
+    assert min(scores) > 0.7
 
 
 def test_black_on_white_and_white_on_black_give_the_same_digit() -> None:
@@ -128,7 +150,9 @@ def test_grey_ink_on_grey_paper_is_stretched_to_full_contrast() -> None:
     assert_reads_as(drawn(ink=90, paper=160))
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "RGB", "CMYK", "YCbCr", "HSV", "LAB", "P", "I", "F", "I;16"])
+@pytest.mark.parametrize(
+    "mode", ["1", "L", "RGB", "CMYK", "YCbCr", "HSV", "LAB", "P", "I", "F", "I;16"]
+)
 def test_every_mode_reads_as_the_digit(mode: str) -> None:
     image = drawn()
     if mode == "I;16":
@@ -152,8 +176,8 @@ def test_float_image_of_any_value_range() -> None:
 
 
 def test_coloured_ink_on_coloured_paper() -> None:
-    image = Image.new("RGB", (240, 200), (250, 240, 200))
-    draw_shape(ImageDraw.Draw(image), "7", (50, 40, 190, 160), 12, (20, 40, 160))
+    image = Image.new("RGB", (200, 200), (250, 240, 200))
+    draw_shape(ImageDraw.Draw(image), "7", (40, 40, 160, 160), 12, (20, 40, 160))
     assert_reads_as(image)
 
 
@@ -172,23 +196,26 @@ def canvas_export(stroke: tuple[int, int, int], size: tuple[int, int] = (280, 28
     return image
 
 
+CANVAS_CLEAN = drawn(size=(280, 280), width=16)
+
+
 def test_canvas_export_dark_strokes_on_transparent() -> None:
-    assert_reads_as(canvas_export((0, 0, 0)))
+    assert_reads_as(canvas_export((0, 0, 0)), CANVAS_CLEAN)
 
 
 def test_canvas_export_survives_png_encoding() -> None:
-    assert_reads_as(decode(as_file(canvas_export((10, 10, 10)), "PNG"), 10**7))
+    assert_reads_as(decode(as_file(canvas_export((10, 10, 10)), "PNG"), 10**7), CANVAS_CLEAN)
 
 
 def test_canvas_export_light_strokes_on_transparent() -> None:
-    assert_reads_as(canvas_export((255, 255, 255)))
+    assert_reads_as(canvas_export((255, 255, 255)), CANVAS_CLEAN)
 
 
 def test_grey_with_alpha_and_palette_with_transparency() -> None:
-    assert_reads_as(canvas_export((0, 0, 0)).convert("LA"))
-    palette = canvas_export((0, 0, 0)).convert("RGBA").quantize(colors=4)
+    assert_reads_as(canvas_export((0, 0, 0)).convert("LA"), CANVAS_CLEAN)
+    palette = canvas_export((0, 0, 0)).quantize(colors=4)
     assert palette.mode == "P"
-    assert_reads_as(palette)
+    assert_reads_as(palette, CANVAS_CLEAN)
 
 
 def test_transparent_hole_in_opaque_paper_is_background() -> None:
@@ -226,16 +253,22 @@ def phone_photo(seed: int = 0) -> Image.Image:
     return through_jpeg(image, quality=80)
 
 
+PHOTO_CLEAN = drawn(size=(640, 480), box=(220, 140, 420, 340), width=14)
+
+
 def test_phone_photo_with_uneven_light_and_noise() -> None:
-    assert_reads_as(phone_photo())
+    assert_reads_as(phone_photo(), PHOTO_CLEAN)
 
 
-def test_shadow_darker_than_the_ink_contrast_does_not_become_ink() -> None:
-    height, width = 400, 400
-    light = np.where(np.arange(width) < 120, 0.45, 0.9)[None, :].repeat(height, axis=0)
-    ink = ink_mask((width, height), box=(170, 100, 330, 300), width=12)
-    pixels = light * (1 - 0.85 * ink)
-    assert_reads_as(Image.fromarray((pixels * 255).astype(np.uint8)))
+def test_vignette_darker_than_the_ink_contrast_does_not_become_ink() -> None:
+    height, width = 480, 640
+    rows, columns = np.mgrid[0:height, 0:width]
+    distance = np.hypot((rows - height / 2) / height, (columns - width / 2) / width)
+    light = 0.95 - 1.2 * distance**2
+    ink = ink_mask((width, height), box=(220, 140, 420, 340), width=14)
+    pixels = light * (1 - 0.6 * ink)
+    assert light.min() < 0.95 * 0.4, "the corners are darker than the ink"
+    assert_reads_as(Image.fromarray((pixels * 255).astype(np.uint8)), PHOTO_CLEAN)
 
 
 def ruled_paper(shape: str = "7") -> Image.Image:
@@ -252,7 +285,7 @@ def ruled_paper(shape: str = "7") -> Image.Image:
 
 @pytest.mark.parametrize("shape", ["7", "0"])
 def test_ruled_notebook_lines_are_removed(shape: str) -> None:
-    assert_reads_as(ruled_paper(shape), shape)
+    assert_reads_as(ruled_paper(shape), drawn(shape, (400, 400), (150, 110, 290, 290), 10))
 
 
 def test_empty_ruled_paper_is_blank() -> None:
@@ -272,25 +305,29 @@ def test_a_lone_vertical_stroke_is_a_one_not_a_ruled_line() -> None:
 
 
 def test_scanner_dust_and_specks_away_from_the_digit_are_dropped() -> None:
-    image = drawn(size=(300, 300), box=(90, 80, 210, 220))
+    clean = drawn(size=(300, 300), box=(90, 80, 210, 220))
+    image = clean.copy()
     draw = ImageDraw.Draw(image)
     for left, top in [(10, 10), (270, 30), (20, 260), (280, 280), (150, 12), (12, 150), (250, 250)]:
         draw.ellipse((left, top, left + 4, top + 4), fill=30)
-    assert_reads_as(image, least=0.95)
+    assert_reads_as(image, clean, least=0.99)
 
 
-def test_thick_marker_strokes() -> None:
-    assert_reads_as(drawn("0", size=(300, 300), width=45), "0", least=0.8)
+def test_thick_marker_strokes_are_thinned_and_keep_the_hole() -> None:
+    # Stroke normalisation changes the widths on purpose, hence the lower likeness.
+    digit = assert_reads_as(drawn("0", width=36), drawn("0", width=20), least=0.75)
+    assert digit[14, 14] == 0.0, "the hole of the 0 stays open"
+    assert stroke_width(digit > 0.5) <= 3.5, "36/120 of the box would be 6 px"
 
 
 def test_hair_thin_strokes_are_thickened() -> None:
-    digit = assert_reads_as(drawn("0", size=(600, 600), width=2), "0", least=0.8)
-    assert (digit > 0.5).sum() >= 40
+    digit = assert_reads_as(drawn("0", size=(600, 600), width=2), drawn("0", width=12), least=0.75)
+    assert stroke_width(digit > 0.5) >= 1.2, "2/360 of the box would be 0.1 px"
 
 
 def test_small_digit_in_a_large_frame() -> None:
     image = drawn(size=(1600, 1200), box=(1000, 300, 1040, 350), width=5)
-    assert_reads_as(image, least=0.8)
+    assert_reads_as(image, drawn(size=(160, 200), box=(40, 50, 120, 150), width=10))
 
 
 def test_tiny_images_are_scaled_up() -> None:
@@ -298,7 +335,7 @@ def test_tiny_images_are_scaled_up() -> None:
 
 
 def test_digit_touching_the_image_edges() -> None:
-    assert_reads_as(drawn(size=(100, 100), box=(3, 3, 96, 96), width=10), least=0.8)
+    assert_reads_as(drawn(size=(100, 100), box=(3, 3, 96, 96), width=6), drawn(width=8))
 
 
 # No ink.
@@ -345,10 +382,3 @@ def test_png_data_url_holds_the_28x28_the_model_saw() -> None:
     decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert decoded.size == (28, 28) and decoded.mode == "L"
     assert np.abs(np.asarray(decoded, np.float32) / 255 - digit).max() <= 1 / 255
-
-
-SCENARIOS: dict[str, Callable[[], Image.Image]] = {
-    "photo": phone_photo,
-    "ruled": ruled_paper,
-    "canvas": lambda: canvas_export((0, 0, 0)),
-}

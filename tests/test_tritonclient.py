@@ -6,7 +6,9 @@ Runs over the committed models when both exist, else over the fake ones.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +24,13 @@ from serve.settings import Settings
 from tests.conftest import COMMITTED_MODELS
 from tests.fakes import fake_model_dir
 from tests.servers import start_gunicorn
+from train import data
 
 pytestmark = pytest.mark.slow
 
 MODELS = ("cnn", "softmax")
+#: Least accuracy of the committed models on the first 1,000 MNIST test digits, served.
+SERVED_ACCURACY = {"softmax": 0.9, "cnn": 0.99}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +48,18 @@ def local(model_dir: Path) -> ModelRepository:
 
 
 @pytest.fixture(scope="module")
-def client(model_dir: Path) -> Iterator[triton.InferenceServerClient]:
-    """A tritonclient HTTP client connected to gunicorn with 2 workers over ``model_dir``."""
-    with start_gunicorn(model_dir, workers=2) as base_url:
-        connection = triton.InferenceServerClient(url=base_url.removeprefix("http://"))
-        yield connection
-        connection.close()
+def base_url(model_dir: Path) -> Iterator[str]:
+    """gunicorn with 2 workers over ``model_dir``."""
+    with start_gunicorn(model_dir, workers=2) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Iterator[triton.InferenceServerClient]:
+    """A tritonclient HTTP client connected to the server."""
+    connection = triton.InferenceServerClient(url=base_url.removeprefix("http://"))
+    yield connection
+    connection.close()
 
 
 def pixels(model: ModelRepository, name: str, batch: int) -> np.ndarray:
@@ -191,3 +202,42 @@ def test_errors_reach_the_client(
     with pytest.raises(InferenceServerException) as raised:
         client.infer("nope", [tensor])
     assert raised.value.status() == "404"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_models_read_real_digits(
+    client: triton.InferenceServerClient, model_dir: Path, mnist_dir: Path, name: str
+) -> None:
+    if model_dir != COMMITTED_MODELS:
+        pytest.skip("the committed models are not there yet")
+    test = data.load_mnist(mnist_dir, download=False).test.head(1000)
+    labels = []
+    for start in range(0, len(test), 250):
+        batch = data.to_float(test.images[start : start + 250]).reshape(-1, 784)
+        tensor = triton.InferInput("image", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        result = client.infer(name, [tensor])
+        labels.append(result.as_numpy("probabilities").argmax(axis=1))
+    accuracy = float(np.mean(np.concatenate(labels) == test.labels))
+    assert accuracy >= SERVED_ACCURACY[name]
+
+
+def test_chunked_request_body(base_url: str) -> None:
+    """A body sent with chunked transfer encoding (no Content-Length) is read in full."""
+    body = json.dumps(
+        {"inputs": [{"name": "image", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
+    ).encode()
+    host, port = base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(
+            "POST",
+            "/v2/models/cnn/infer",
+            body=iter([body[:1000], body[1000:]]),
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["outputs"][0]["shape"] == [1, 10]
+    finally:
+        connection.close()

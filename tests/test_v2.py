@@ -302,6 +302,12 @@ def test_infer_selects_named_output(client: falcon.testing.TestClient) -> None:
     assert [output["name"] for output in result.json["outputs"]] == ["probabilities"]
 
 
+def test_infer_empty_outputs_list_answers_every_output(client: falcon.testing.TestClient) -> None:
+    result = post_json(client, {"inputs": [fp32_input(pixel_batch(1))], "outputs": []})
+    assert result.status_code == 200
+    assert [output["name"] for output in result.json["outputs"]] == ["probabilities"]
+
+
 def test_infer_unknown_output_is_400(client: falcon.testing.TestClient) -> None:
     result = post_json(
         client, {"inputs": [fp32_input(pixel_batch(1))], "outputs": [{"name": "logits"}]}

@@ -24,9 +24,10 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
             "accuracy and save it as .keras with a .json summary next to it. "
             "Then run `python -m export --model NAME` to make onnx_models/NAME.onnx."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", choices=MODELS, default="cnn", help="which model to train")
+    parser.add_argument(
+        "--model", choices=MODELS, default="cnn", help="which model to train (default: %(default)s)"
+    )
     parser.add_argument(
         "--epochs", type=int, help="training epochs (default: softmax 15, cnn 24; quick 1)"
     )
@@ -40,7 +41,7 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
     parser.add_argument(
         "--output", type=Path, help="where to save the model (default: runs/MODEL.keras)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="random seed")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--data-dir",
         type=Path,

@@ -39,8 +39,9 @@ def classify(probabilities: np.ndarray, count: int) -> np.ndarray:
 
 
 def requested(request: InferenceRequest, info: ModelInfo) -> list[OutputRequest]:
-    """The outputs to answer: those asked for (each must exist), else every model output."""
-    if request.outputs is None:
+    """The outputs to answer: those asked for (each must exist), else (no ``outputs``, or
+    an empty list) every model output."""
+    if not request.outputs:
         return [OutputRequest(info.output_name, request.binary_output)]
     for output in request.outputs:
         if output.name != info.output_name:

@@ -39,7 +39,10 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     same limit."""
     if req.content_length is not None and req.content_length > limit:
         raise PayloadTooLarge(f"the body has {req.content_length} bytes; the limit is {limit}")
-    body = req.bounded_stream.read(limit + 1)
+    # Without a Content-Length (chunked transfer encoding) Falcon's bounded stream reads
+    # nothing; the server's own stream then ends where the chunks do.
+    stream = req.bounded_stream if req.content_length is not None else req.stream
+    body = stream.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
     encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()

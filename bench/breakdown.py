@@ -1,0 +1,171 @@
+"""Where one ``/predict`` request's time goes: multipart parse, decode, preprocess,
+inference, JSON answer, the rest of the Falcon app (routing, hooks, request log, metrics),
+and gunicorn's HTTP handling (worker CPU per request under wrk minus the app's own time).
+
+``python -m bench.breakdown`` prints microseconds of CPU per stage, for a 28x28 PNG and a
+300x300 JPEG. Each stage is run alone many times and timed with the process CPU clock, so
+the split does not depend on what else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import falcon
+import falcon.testing
+import numpy as np
+import orjson
+
+from bench import processes, samples
+from bench.load import DEFAULT_MODEL_DIR, Route, drive
+from serve import imaging, predict, preprocess, uploads
+from serve.app import create_app
+from serve.runtime import ModelRepository
+from serve.settings import Settings
+from tests.servers import encode_multipart, gunicorn_server
+
+
+def cpu_microseconds(action: Callable[[], object], repeat: int) -> float:
+    """Mean process CPU time of ``action`` in microseconds, over ``repeat`` calls."""
+    action()
+    started = time.process_time()
+    for _ in range(repeat):
+        action()
+    return (time.process_time() - started) / repeat * 1e6
+
+
+def _start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: object = None
+) -> Callable[[bytes], object]:
+    return len
+
+
+def _app_call(app: falcon.App, body: bytes, content_type: str, path: str) -> Callable[[], None]:
+    def call() -> None:
+        environ = falcon.testing.create_environ(
+            path=path.split("?")[0],
+            query_string=path.partition("?")[2],
+            method="POST",
+            body=body,
+            headers={"Content-Type": content_type},
+        )
+        for _ in app(environ, _start_response):
+            pass
+
+    return call
+
+
+def _environ_only(body: bytes, content_type: str, path: str) -> Callable[[], None]:
+    def build() -> None:
+        falcon.testing.create_environ(
+            path=path.split("?")[0],
+            query_string=path.partition("?")[2],
+            method="POST",
+            body=body,
+            headers={"Content-Type": content_type},
+        )
+
+    return build
+
+
+def stages(
+    payload: bytes, content_type_of_part: str, settings: Settings, repository: ModelRepository,
+    app: falcon.App, model_name: str, repeat: int,
+) -> dict[str, float]:  # fmt: skip
+    """CPU microseconds of each stage of one request carrying ``payload``."""
+    body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
+    limits = uploads.UploadLimits.from_settings(settings)
+    model = repository.get(model_name)
+    image = imaging.decode(payload, settings.max_image_pixels)
+    array = preprocess.to_mnist(image)[np.newaxis]
+    probabilities = model.predict(array)[0]
+    path = f"/predict?model={model_name}"
+
+    def parse() -> None:
+        request = falcon.testing.create_req(
+            method="POST", body=body, headers={"Content-Type": content_type}
+        )
+        uploads.read_uploads(request, limits)
+
+    def request_only() -> None:
+        falcon.testing.create_req(method="POST", body=body, headers={"Content-Type": content_type})
+
+    split = {
+        "multipart parse": cpu_microseconds(parse, repeat) - cpu_microseconds(request_only, repeat),
+        "decode": cpu_microseconds(
+            lambda: imaging.decode(payload, settings.max_image_pixels), repeat
+        ),
+        "preprocess": cpu_microseconds(lambda: preprocess.to_mnist(image), repeat),
+        "inference": cpu_microseconds(lambda: model.predict(array), repeat),
+        "JSON answer": cpu_microseconds(
+            lambda: orjson.dumps(predict.describe(model.info, probabilities, None)), repeat
+        ),
+    }
+    whole = cpu_microseconds(_app_call(app, body, content_type, path), repeat)
+    whole -= cpu_microseconds(_environ_only(body, content_type, path), repeat)
+    split["rest of the Falcon app"] = whole - sum(split.values())
+    split["app total"] = whole
+    return split
+
+
+def gunicorn_cpu_per_request(
+    model_dir: Path, payload: bytes, content_type_of_part: str, model_name: str, seconds: int
+) -> float:
+    """Worker CPU microseconds per request of real gunicorn (one worker, wrk at
+    concurrency 1), from the worker's /proc utime + stime."""
+    body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
+    route = Route("predict", "POST", f"/predict?model={model_name}", body, content_type)
+    with tempfile.TemporaryDirectory() as folder, gunicorn_server(model_dir, 1) as server:
+        worker = server.worker_pids()[0]
+        drive(server.base_url, route, 1, 1, Path(folder))
+        before = processes.cpu_seconds(worker)
+        result = drive(server.base_url, route, seconds, 1, Path(folder))
+        spent = processes.cpu_seconds(worker) - before
+    return spent / (result.requests_per_second * seconds) * 1e6
+
+
+def main() -> None:
+    """Print the split for a 28x28 PNG and a 300x300 JPEG."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=5, help="of wrk against gunicorn")
+    parser.add_argument("--no-gunicorn", action="store_true")
+    arguments = parser.parse_args()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
+    settings = Settings(model_dir=arguments.model_dir, providers="cpu", intra_op_threads=1)
+    repository = ModelRepository.load(settings.model_dir, arguments.model, "cpu", 1)
+    repository.warm_up()
+    app = create_app(settings, repository)
+    digit = samples.mnist_digits(1)[0]
+    payloads = {
+        "png 28x28": (samples.png_28(digit), "image/png"),
+        "jpeg 300x300": (samples.photo_jpeg(digit), "image/jpeg"),
+    }
+    columns: dict[str, dict[str, Any]] = {}
+    for name, (payload, part_type) in payloads.items():
+        columns[name] = stages(
+            payload, part_type, settings, repository, app, arguments.model, arguments.repeat
+        )
+        if not arguments.no_gunicorn:
+            worker = gunicorn_cpu_per_request(
+                arguments.model_dir, payload, part_type, arguments.model, arguments.seconds
+            )
+            columns[name]["gunicorn HTTP + kernel"] = worker - columns[name]["app total"]
+            columns[name]["worker total"] = worker
+    rows = list(next(iter(columns.values())))
+    print("| stage | " + " | ".join(f"{name} us" for name in columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for row in rows:
+        print(f"| {row} | " + " | ".join(f"{columns[name][row]:.0f}" for name in columns) + " |")
+
+
+if __name__ == "__main__":
+    main()
