@@ -13,6 +13,7 @@ Run: ``python -m bench.recognition [--model onnx_models/cnn.onnx] [--limit N]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import io
 import logging
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,35 @@ def font_accuracy(model: OnnxModel, fonts: list[Path]) -> tuple[float, list[tupl
     return 1 - len(misses) / len(cases), misses
 
 
+def speed_samples(digit: np.ndarray) -> dict[str, bytes]:
+    """One MNIST digit as a 28x28 PNG, a 300x300 black-on-white JPEG and a 12 MP photo."""
+    inverted = Image.fromarray(255 - digit, mode="L")
+    samples = {
+        "28x28 PNG": (Image.fromarray(digit, mode="L"), "PNG"),
+        "300x300 JPEG": (inverted.resize((300, 300), Image.Resampling.BICUBIC), "JPEG"),
+        "4000x3000 JPEG": (inverted.resize((4000, 3000), Image.Resampling.BICUBIC), "JPEG"),
+    }
+    encoded = {}
+    for name, (image, fmt) in samples.items():
+        buffer = io.BytesIO()
+        image.convert("RGB" if fmt == "JPEG" else "L").save(buffer, format=fmt, quality=85)
+        encoded[name] = buffer.getvalue()
+    return encoded
+
+
+def cpu_milliseconds(work: Callable[[], object], budget: float = 0.5) -> float:
+    """CPU time of one call of ``work`` (best of repeated rounds), in milliseconds."""
+    work()
+    best = float("inf")
+    for _ in range(3):
+        calls, started = 0, time.process_time()
+        while time.process_time() - started < budget / 3:
+            work()
+            calls += 1
+        best = min(best, (time.process_time() - started) / calls)
+    return best * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print both accuracy figures (and what was missed) for a model file."""
     parser = argparse.ArgumentParser(
@@ -182,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         print("  misses by digit:", dict(sorted(by_digit.items())))
     else:
         print("no fonts found (fc-list missing or empty)")
+
+    digit = mnist_test_set(arguments.mnist_dir)[0][0]
+    print("CPU time per image, one thread (decode / to_mnist):")
+    for name, data in speed_samples(digit).items():
+        image = decode(data, MAX_PIXELS)
+        decoding = cpu_milliseconds(functools.partial(decode, data, MAX_PIXELS))
+        preprocessing = cpu_milliseconds(functools.partial(to_mnist, image))
+        print(f"  {name:>15}: {decoding:7.3f} ms / {preprocessing:7.3f} ms")
     return 0
 
 

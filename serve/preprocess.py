@@ -76,16 +76,22 @@ def _reduced(image: Image.Image) -> Image.Image:
 
 
 def _stretched(values: np.ndarray) -> np.ndarray:
-    """Map an array of any numeric range to [0, 1]; non-finite values become the median."""
+    """Map an array of any numeric range to [0, 1]; non-finite values become the median.
+
+    The range is stretched to full contrast, but no more than MIN_CONTRAST of the nominal
+    range (1, 255 or 65535, whichever holds the values) is stretched to 1, so that faint
+    noise on a uniform 16-bit or float image stays faint (and blank)."""
     values = values.astype(np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         fill = float(np.median(values[finite])) if finite.any() else 0.0
         values = np.where(finite, values, fill)
     low, high = float(values.min()), float(values.max())
-    if high - low <= 0 or not math.isfinite(high - low):
+    spread = high - low
+    if spread <= 0 or not math.isfinite(spread):
         return np.zeros(values.shape, np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+    nominal = next((top for top in (1.0, 255.0, 65535.0) if low >= 0 and high <= top), spread)
+    return ((values - low) / max(spread, MIN_CONTRAST * nominal)).astype(np.float32)
 
 
 def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -57,6 +57,7 @@ def test_loads_keras_npz(tmp_path: Path) -> None:
     npz = data.load_mnist(tmp_path / "npz")
     assert np.array_equal(npz.train.images, idx.train.images)
     assert npz.train_sha256 == idx.train_sha256
+    assert len(data.load_mnist(tmp_path / "npz" / "mnist.npz").test) == 5
 
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,6 +170,7 @@ def test_real_mnist_matches_published_checksums(mnist_dir: Path) -> None:
     assert np.bincount(mnist.test.labels).tolist()[:2] == [980, 1135]
 
 
+@pytest.mark.slow
 def test_real_test_set_loads_from_a_copy(mnist_dir: Path, tmp_path: Path) -> None:
     for name in data.IDX_FILES.values():
         shutil.copy(mnist_dir / f"{name}.gz", tmp_path)

@@ -170,6 +170,13 @@ def test_sixteen_bit_grey_with_twelve_bit_values() -> None:
     assert_reads_as(Image.fromarray(values))
 
 
+def test_faint_noise_on_a_uniform_sixteen_bit_image_is_blank() -> None:
+    rng = np.random.default_rng(2)
+    values = (30_000 + rng.normal(0, 40, (100, 100))).astype(np.uint16)
+    with pytest.raises(BlankImage):
+        to_mnist(Image.fromarray(values))
+
+
 def test_float_image_of_any_value_range() -> None:
     values = np.asarray(drawn(), np.float32) * -3.5e6 + 7.0
     assert_reads_as(Image.fromarray(values, mode="F"))

@@ -60,6 +60,7 @@ def quick_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return keras_path
 
 
+@pytest.mark.slow
 def test_quick_training_writes_model_and_summary(quick_run: Path, mnist_dir: Path) -> None:
     summary = json.loads(quick_run.with_suffix(".json").read_text())
     assert quick_run.is_file()
@@ -72,6 +73,7 @@ def test_quick_training_writes_model_and_summary(quick_run: Path, mnist_dir: Pat
     assert {"tensorflow", "keras", "numpy", "python"} <= set(summary["versions"])
 
 
+@pytest.mark.slow
 def test_export_runs_in_onnxruntime(
     quick_run: Path, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,6 +106,7 @@ def test_export_runs_in_onnxruntime(
     assert abs(accuracy - float(entries["test_accuracy"])) <= 0.0005
 
 
+@pytest.mark.slow
 def test_export_refuses_a_wrong_conversion(
     quick_run: Path, mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -210,11 +210,14 @@ def download_keras_npz(destination: Path, url: str = KERAS_URL) -> Path:
 
 
 def load_mnist(data_dir: Path | str | None = None, download: bool = True) -> Mnist:
-    """Find and load MNIST: ``data_dir``, then ``MNIST_DATA_DIR``, then the Keras cache
-    (downloading there if allowed). An explicit folder without the data is an error."""
+    """Find and load MNIST: ``data_dir``, then ``MNIST_DATA_DIR`` (a folder, or an ``.npz``
+    file), then the Keras cache (downloading there if allowed). An explicit location without
+    the data is an error rather than a fall-back."""
     for explicit in (data_dir, os.environ.get("MNIST_DATA_DIR")):
         if explicit:
             directory = Path(explicit)
+            if directory.suffix == ".npz" and directory.is_file():
+                return load_npz(directory)
             mnist = load_dir(directory) if directory.is_dir() else None
             if mnist is None:
                 raise MnistDataError(missing_data_message(directory))

@@ -41,10 +41,10 @@ def _conv_block(tensor: keras.KerasTensor, filters: int, name: str) -> keras.Ker
 
 
 def build_cnn(dropout: float = 0.3) -> keras.Model:
-    """Our CNN: three stages at 28, 14 and 7 pixels of 3x3 conv + batch norm + ReLU,
-    max-pooled between stages, then dropout and a dense softmax layer on the flattened
-    3x3 map. About 2.6 M multiply-adds and 0.1 M parameters; batch norm folds into the
-    convolutions in onnxruntime."""
+    """Our CNN: 3x3 conv + batch norm + ReLU blocks (16 filters at 28x28, 2x32 at 14x14,
+    2x64 at 7x7), max-pooled after each stage, then dropout and a dense softmax layer on the
+    flattened 3x3x64 map. 75,866 parameters and 5.5 M multiply-adds (the tutorial CNN: 3.3 M
+    and 13.9 M); the batch norms fold into the convolutions on export."""
     inputs = keras.Input(shape=(IMAGE_SIDE, IMAGE_SIDE, 1), name="image")
     tensor = _conv_block(inputs, 16, "stage1a")
     tensor = keras.layers.MaxPooling2D(name="stage1_pool")(tensor)
