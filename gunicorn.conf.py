@@ -33,8 +33,11 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-# Access log and error log on standard output/error, for the container runtime to collect.
-accesslog = "-"
+# Error log on standard error, for the container runtime to collect. gunicorn's own access
+# line is off unless ACCESS_LOG names a file ("-": standard output): the app already logs
+# one JSON line per request (serve/requestlog.py), and gunicorn's costs about 90 us of CPU
+# per request, a quarter of a /health/live request (bench/, Performance in the README).
+accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'

@@ -265,6 +265,8 @@ def _clear_row_bands(
     cleaned = mask.copy()
     for start, end in bands:
         line_columns = np.flatnonzero(mask[start:end].any(axis=0))
+        if line_columns.size == 0:
+            continue
         reaches_borders = (
             line_columns[0] <= LINE_BORDER * width
             and line_columns[-1] >= (1 - LINE_BORDER) * width - 1
