@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from export import convert, parity
-
-MODELS = ("softmax", "cnn")
+from train import cli, contract
 
 
 def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespace:
@@ -29,7 +27,7 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
     )
     parser.add_argument(
         "--model",
-        choices=MODELS,
+        choices=contract.MODELS,
         default="cnn",
         help="which model to export (default: %(default)s)",
     )
@@ -64,16 +62,12 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
 
 def main(arguments: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parsed = parse_arguments(arguments)
-    from train.quiet import import_tensorflow
-
-    import_tensorflow()
+    command = cli.start("export", arguments)
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     from export import pipeline
     from train.data import MnistDataError
 
-    command_line = sys.argv[1:] if arguments is None else list(arguments)
     request = pipeline.Request(
         model=parsed.model,
         keras_path=parsed.input or Path("runs") / f"{parsed.model}.keras",
@@ -83,7 +77,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         tolerance=parsed.tolerance,
         test_images=parsed.test_images,
         version=parsed.version,
-        command=shlex.join(["python", "-m", "export", *command_line]),
+        command=command,
     )
     try:
         model, report = pipeline.export(request)

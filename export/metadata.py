@@ -10,10 +10,9 @@ from typing import Any
 import onnx
 
 from export.parity import ParityReport
+from train.contract import CLASSIFIER_NAMES, INPUT_LAYOUTS
 from train.versions import versions
 
-CLASSIFIER_NAMES = {"softmax": "SoftmaxClassifier", "cnn": "CNNClassifier"}
-INPUT_LAYOUTS = {"softmax": "NC", "cnn": "NHWC"}
 LABELS = [str(digit) for digit in range(10)]
 INPUT_SCALING = (
     "float32 pixels in [0, 1], white digit on black, MNIST-normalised: "

@@ -5,16 +5,15 @@ Built here in Python from small helpers, serialised once when the route is added
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 import falcon
 import orjson
 
 from serve.runtime import ModelRepository
+from serve.v2.metadata import server_version
 
 OPENAPI_VERSION = "3.0.3"
-PACKAGE = "mnist-onnx-serve"
 MEDIA_PROMETHEUS = "text/plain"
 RAW_IMAGE_TYPES = (
     "image/png",
@@ -77,6 +76,12 @@ def _json_ok(description: str, schema_name: str) -> dict[str, Schema]:
     return {"200": _response(description, _json_content(_ref(schema_name)))}
 
 
+def _empty_ok(description: str) -> dict[str, Schema]:
+    """The v2 health answers: the status says it all, the text/plain body is empty."""
+    empty = {"text/plain": {"schema": {"type": "string", "maxLength": 0}}}
+    return {"200": _response(description, empty)}
+
+
 def _operation(
     operation_id: str,
     summary: str,
@@ -112,9 +117,29 @@ def _model_schema(models: list[str]) -> Schema:
     return {"type": "string", "enum": models, "example": models[0]}
 
 
+def _object(properties: Schema, required: list[str] | None = None) -> Schema:
+    """An object schema with ``properties``, of which ``required`` must be present."""
+    schema: Schema = {"type": "object"}
+    if required:
+        schema["required"] = required
+    schema["properties"] = properties
+    return schema
+
+
+def _parameters(properties: Schema | None = None) -> Schema:
+    """A protocol ``parameters`` object: the ``properties`` named here, and any others."""
+    schema: Schema = {"type": "object", "additionalProperties": True}
+    if properties:
+        schema["properties"] = properties
+    return schema
+
+
 def _schemas() -> dict[str, Schema]:
     """Every schema the paths refer to."""
+    string = {"type": "string"}
     probability = {"type": "number", "minimum": 0, "maximum": 1}
+    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    binary_data_size = {"binary_data_size": {"type": "integer", "minimum": 0}}
     prediction_properties: Schema = {
         "classifier": {"type": "string", "example": "CNNClassifier"},
         "model": {"type": "string", "example": "cnn"},
@@ -127,184 +152,133 @@ def _schemas() -> dict[str, Schema]:
             "pattern": "^data:image/png;base64,",
         },
     }
-    tensor_metadata = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
+    batch_item = _object(
+        {"filename": {"type": "string", "nullable": True}, **prediction_properties},
+        ["filename", *_prediction_required(prediction_properties)],
+    )
+    served_model = _object(
+        {
+            "name": string,
+            "version": string,
+            "provider": {"type": "string", "example": "CPUExecutionProvider"},
+        },
+        ["name", "version", "provider"],
+    )
+    tensor_metadata = _object(
+        {
+            "name": string,
             "datatype": {"type": "string", "example": "FP32"},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
         },
+        ["name", "datatype", "shape"],
+    )
+    inference_request = _object(
+        {
+            "id": string,
+            "parameters": _parameters({"binary_data_output": {"type": "boolean"}}),
+            "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
+            "outputs": {"type": "array", "items": _ref("RequestOutput")},
+        },
+        ["inputs"],
+    )
+    inference_request["example"] = {
+        "id": "example-1",
+        "inputs": [
+            {"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [EXAMPLE_PNG_BASE64]}
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
     }
-    parameters = {"type": "object", "additionalProperties": True}
     return {
-        "Error": {
-            "type": "object",
-            "required": ["title", "description"],
-            "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
-        },
-        "V2Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-        },
-        "Prediction": {
-            "type": "object",
-            "required": ["classifier", "model", "label", "confidence", "probabilities"],
-            "properties": prediction_properties,
-        },
-        "BatchPrediction": {
-            "type": "object",
-            "required": ["classifier", "model", "predictions"],
-            "properties": {
-                "classifier": {"type": "string"},
-                "model": {"type": "string"},
-                "predictions": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["filename", *_prediction_required(prediction_properties)],
-                        "properties": {
-                            "filename": {"type": "string", "nullable": True},
-                            **prediction_properties,
-                        },
-                    },
-                },
+        "Error": _object({"title": string, "description": string}, ["title", "description"]),
+        "V2Error": _object({"error": string}, ["error"]),
+        "Prediction": _object(
+            prediction_properties,
+            ["classifier", "model", "label", "confidence", "probabilities"],
+        ),
+        "BatchPrediction": _object(
+            {
+                "classifier": string,
+                "model": string,
+                "predictions": {"type": "array", "items": batch_item},
             },
-        },
-        "Liveness": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"type": "string", "enum": ["live"]}},
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["status", "models"],
-            "properties": {
+            ["classifier", "model", "predictions"],
+        ),
+        "Liveness": _object({"status": {"type": "string", "enum": ["live"]}}, ["status"]),
+        "Readiness": _object(
+            {
                 "status": {"type": "string", "enum": ["ready", "loading"]},
-                "models": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "version", "provider"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "version": {"type": "string"},
-                            "provider": {"type": "string", "example": "CPUExecutionProvider"},
-                        },
-                    },
-                },
+                "models": {"type": "array", "items": served_model},
             },
-        },
-        "ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
+            ["status", "models"],
+        ),
+        "ServerMetadata": _object(
+            {"name": string, "version": string, "extensions": {"type": "array", "items": string}},
+            ["name", "version", "extensions"],
+        ),
         "TensorMetadata": tensor_metadata,
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
+        "ModelMetadata": _object(
+            {
+                "name": string,
+                "versions": {"type": "array", "items": string},
                 "platform": {"type": "string", "example": "onnxruntime_onnx"},
                 "inputs": {"type": "array", "items": _ref("TensorMetadata")},
                 "outputs": {"type": "array", "items": _ref("TensorMetadata")},
-                "parameters": parameters,
+                "parameters": {
+                    "type": "object",
+                    "description": "The model's own metadata (ONNX metadata_props)",
+                    "additionalProperties": string,
+                },
             },
-        },
+            ["name", "platform", "inputs", "outputs"],
+        ),
         "TensorData": {
             "type": "array",
             "description": "Tensor elements, flat or nested, in row-major order",
             "items": {},
         },
-        "RequestInput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
+        "RequestInput": _object(
+            {
                 "name": {"type": "string", "example": "image_bytes"},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "shape": shape,
                 "datatype": {"type": "string", "example": "BYTES"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                    "additionalProperties": True,
-                },
+                "parameters": _parameters(binary_data_size),
                 "data": _ref("TensorData"),
             },
-        },
-        "RequestOutput": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
+            ["name", "shape", "datatype"],
+        ),
+        "RequestOutput": _object(
+            {
                 "name": {"type": "string", "example": "probabilities"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {
+                "parameters": _parameters(
+                    {
                         "binary_data": {"type": "boolean"},
                         "classification": {"type": "integer", "minimum": 0},
-                    },
-                    "additionalProperties": True,
-                },
-            },
-        },
-        "InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_output": {"type": "boolean"}},
-                    "additionalProperties": True,
-                },
-                "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
-                "outputs": {"type": "array", "items": _ref("RequestOutput")},
-            },
-            "example": {
-                "id": "example-1",
-                "inputs": [
-                    {
-                        "name": "image_bytes",
-                        "shape": [1],
-                        "datatype": "BYTES",
-                        "data": [EXAMPLE_PNG_BASE64],
                     }
-                ],
-                "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+                ),
             },
-        },
-        "ResponseOutput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            ["name"],
+        ),
+        "InferenceRequest": inference_request,
+        "ResponseOutput": _object(
+            {
+                "name": string,
+                "shape": shape,
                 "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                    "additionalProperties": True,
-                },
+                "parameters": _parameters(binary_data_size),
                 "data": _ref("TensorData"),
             },
-        },
-        "InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": parameters,
+            ["name", "shape", "datatype"],
+        ),
+        "InferenceResponse": _object(
+            {
+                "model_name": string,
+                "model_version": string,
+                "id": string,
+                "parameters": _parameters(),
                 "outputs": {"type": "array", "items": _ref("ResponseOutput")},
             },
-        },
+            ["model_name", "outputs"],
+        ),
     }
 
 
@@ -411,10 +385,7 @@ def _v2_model_paths(prefix: str, suffix: str, parameters: list[Schema]) -> dict[
                 f"model_ready{suffix}",
                 "Whether the model is ready for inference",
                 "v2",
-                {
-                    "200": _response("The model is ready"),
-                    **_errors((404, 503), v2=True),
-                },
+                {**_empty_ok("The model is ready"), **_errors((404, 503), v2=True)},
                 parameters,
             )
         },
@@ -423,7 +394,7 @@ def _v2_model_paths(prefix: str, suffix: str, parameters: list[Schema]) -> dict[
                 f"model_infer{suffix}",
                 "Run inference (JSON tensors, binary tensor data, classification, images)",
                 "v2",
-                {"200": infer_ok, **_errors((400, 404, 413, 415, 422), v2=True)},
+                {"200": infer_ok, **_errors((400, 404, 413, 415, 422, 503), v2=True)},
                 [*parameters, binary_header],
                 infer_body,
             )
@@ -447,14 +418,14 @@ def _v2_paths(models: list[str], versions: list[str]) -> dict[str, Schema]:
             )
         },
         "/v2/health/live": {
-            "get": _operation("server_live", "The server is live", "v2", {"200": _response("Live")})
+            "get": _operation("server_live", "The server is live", "v2", _empty_ok("Live"))
         },
         "/v2/health/ready": {
             "get": _operation(
                 "server_ready",
                 "Every model is loaded and ready",
                 "v2",
-                {"200": _response("Ready"), **_errors((503,), v2=True)},
+                {**_empty_ok("Ready"), **_errors((503,), v2=True)},
             )
         },
         **_v2_model_paths("/v2/models/{name}", "", [name]),
@@ -554,13 +525,6 @@ def _service_paths() -> dict[str, Schema]:
     }
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def document(repository: ModelRepository) -> Schema:
     """The whole OpenAPI document, model names and versions those of ``repository``."""
     models = repository.names()
@@ -569,7 +533,7 @@ def document(repository: ModelRepository) -> Schema:
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "MNIST digit recognition (ONNX)",
-            "version": _version(),
+            "version": server_version(),
             "description": (
                 "Handwritten-digit recognition served from ONNX: image uploads, the Open "
                 "Inference Protocol v2 (KServe/Triton REST), health, Prometheus metrics. Every "

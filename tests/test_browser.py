@@ -8,7 +8,6 @@ Screenshots are kept under ``test-artifacts/`` for CI to collect.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import COMMITTED_MODELS, ROOT
 from tests.fakes import fake_model_dir
+from tests.images import encoded
 from tests.servers import post_files, start_gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -176,9 +176,7 @@ def digit_png(strokes: list[tuple[float, float]], size: int = 240) -> bytes:
     ImageDraw.Draw(image).line(
         [(x * size, y * size) for x, y in strokes], fill=0, width=size // 12, joint="curve"
     )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encoded(image)
 
 
 def assert_shows(shown: dict[str, Any], answer: dict[str, Any]) -> None:

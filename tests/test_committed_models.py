@@ -11,7 +11,7 @@ import onnxruntime
 import pytest
 
 from export import metadata
-from train import data
+from train import contract, data
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "onnx_models"
@@ -41,9 +41,9 @@ def test_contract(name: str) -> None:
     assert (model_output.name, model_output.shape) == ("probabilities", ["batch", 10])
     entries = metadata.read(model)
     assert entries["name"] == name
-    assert entries["classifier"] == metadata.CLASSIFIER_NAMES[name]
+    assert entries["classifier"] == contract.CLASSIFIER_NAMES[name]
     assert entries["version"] == "1"
-    assert entries["input_layout"] == metadata.INPUT_LAYOUTS[name]
+    assert entries["input_layout"] == contract.INPUT_LAYOUTS[name]
     assert json.loads(entries["labels"]) == [str(digit) for digit in range(10)]
     assert entries["opset"] == "17"
     assert entries["test_images"] == "10000"

@@ -104,19 +104,16 @@ def test_count_mismatch(tmp_path: Path) -> None:
         data.load_mnist(directory)
 
 
-def test_truncated_data(tmp_path: Path) -> None:
-    directory = small_mnist(tmp_path, compress=False)
-    path = directory / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(data.MnistDataError, match="truncated"):
-        data.load_mnist(directory)
-
-
-def test_truncated_gzip(tmp_path: Path) -> None:
-    directory = small_mnist(tmp_path)
-    path = directory / "train-images-idx3-ubyte.gz"
-    path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(data.MnistDataError, match="cannot be read"):
+@pytest.mark.parametrize(
+    ("compress", "cut", "message"),
+    [(False, 100, "truncated"), (True, 40, "cannot be read")],
+    ids=["raw", "gzip"],
+)
+def test_truncated_file(tmp_path: Path, compress: bool, cut: int, message: str) -> None:
+    directory = small_mnist(tmp_path, compress=compress)
+    path = directory / ("train-images-idx3-ubyte" + (".gz" if compress else ""))
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(data.MnistDataError, match=message):
         data.load_mnist(directory)
 
 

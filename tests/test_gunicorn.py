@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from serve import imaging, preprocess
 from serve.runtime import ModelRepository
+from tests.images import encoded
 from tests.servers import ROOT, GunicornServer, get_json, gunicorn_server, post_files, request
 
 pytestmark = pytest.mark.slow
@@ -27,9 +27,7 @@ def digit_png(stroke: tuple[int, int, int, int]) -> bytes:
     """A 100x100 PNG: a dark stroke on white paper."""
     image = Image.new("L", (100, 100), 255)
     ImageDraw.Draw(image).line(stroke, fill=0, width=9)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+    return encoded(image)
 
 
 SEVEN = digit_png((25, 20, 75, 80))

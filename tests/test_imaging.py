@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import struct
 import warnings
 import zlib
 
@@ -16,42 +14,15 @@ from PIL import Image
 
 from serve.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from serve.imaging import decode
+from tests.images import encoded, png_declaring
 
 LIMIT = 40_000_000
-
-
-def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
-    """``image`` saved as ``fmt`` into memory."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def sample(mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> Image.Image:
     """A small image with some structure (a gradient), so codecs have work to do."""
     gradient = np.add.outer(np.arange(size[1]), np.arange(size[0])).astype(np.uint8) * 3
     return Image.fromarray(gradient).convert(mode)
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    """One PNG chunk with its length and CRC."""
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload))
-    )
-
-
-def png_declaring(width: int, height: int, idat: bytes) -> bytes:
-    """A greyscale PNG whose header declares ``width`` x ``height``, with ``idat`` as data."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])

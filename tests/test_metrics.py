@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
 import os
 import re
 import signal
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
-from PIL import Image, ImageDraw
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -32,15 +31,6 @@ TRITON_COUNTERS = (
     "nv_inference_compute_infer_duration_us",
     "nv_inference_compute_output_duration_us",
 )
-
-
-def digit_png(side: int = 28) -> bytes:
-    """A PNG of a white stroke on black."""
-    image = Image.new("L", (side, side), 0)
-    ImageDraw.Draw(image).line((side // 2, 4, side // 2, side - 5), fill=255, width=3)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -151,8 +141,8 @@ def test_unknown_methods_share_one_label(client: falcon.testing.TestClient) -> N
 
 def test_predict_counts_images_and_executions(client: falcon.testing.TestClient) -> None:
     before = scrape(client)
-    assert predict(client, [digit_png()]).status_code == 200
-    assert predict(client, [digit_png(), digit_png(40), digit_png(56)]).status_code == 200
+    assert predict(client, [stroke_png()]).status_code == 200
+    assert predict(client, [stroke_png(), stroke_png(40), stroke_png(56)]).status_code == 200
     after = scrape(client)
     model = {"model": "cnn", "version": "1"}
 
@@ -209,7 +199,7 @@ def test_v2_infer_counts_batch_as_one_execution(client: falcon.testing.TestClien
                 "name": "image_bytes",
                 "shape": [2],
                 "datatype": "BYTES",
-                "data": [base64.b64encode(digit_png()).decode()] * 2,
+                "data": [base64.b64encode(stroke_png()).decode()] * 2,
             }
         ]
     }
@@ -247,7 +237,7 @@ def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path
     stale = metrics_dir / "counter_999999.db"
     stale.write_bytes(b"left over by a previous run")
     requests_per_round = 48
-    body, content_type = encode_multipart([("file", "one.png", digit_png())])
+    body, content_type = encode_multipart([("file", "one.png", stroke_png())])
 
     def post(_: int) -> int:
         status, _, _ = request(
@@ -304,7 +294,7 @@ def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_gunicorn_shares_metrics_without_any_configuration(fake_models: Path) -> None:
-    body, content_type = encode_multipart([("file", "one.png", digit_png())])
+    body, content_type = encode_multipart([("file", "one.png", stroke_png())])
     requests_sent = 16
     with gunicorn_server(fake_models, workers=2) as server:
 

@@ -4,7 +4,6 @@ schemas the app's real answers match."""
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import falcon.inspect
@@ -12,21 +11,14 @@ import falcon.testing
 import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
-from PIL import Image, ImageDraw
 
+from serve.app import create_app
+from serve.runtime import ModelRepository
+from serve.settings import Settings
+from tests.images import stroke_png
 from tests.servers import encode_multipart
 
 METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
-
-
-def png(stroke: bool = True, side: int = 28) -> bytes:
-    """A PNG of a white stroke on black, or all black."""
-    image = Image.new("L", (side, side), 0)
-    if stroke:
-        ImageDraw.Draw(image).line((side // 2, 4, side // 2, side - 5), fill=255, width=3)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture()
@@ -77,8 +69,11 @@ def test_errors_are_declared_with_their_json_shape(document: dict[str, Any]) -> 
     [
         ("/predict", {"200", "400", "404", "413", "415", "422"}),
         ("/upload", {"200", "400", "404", "413", "415", "422"}),
-        ("/v2/models/{name}/infer", {"200", "400", "404", "413", "415", "422"}),
-        ("/v2/models/{name}/versions/{version}/infer", {"200", "400", "404", "413", "415", "422"}),
+        ("/v2/models/{name}/infer", {"200", "400", "404", "413", "415", "422", "503"}),
+        (
+            "/v2/models/{name}/versions/{version}/infer",
+            {"200", "400", "404", "413", "415", "422", "503"},
+        ),
     ],
 )
 def test_inference_routes_declare_every_status(
@@ -123,28 +118,18 @@ def _infer(data: list[str] | None = None, **changes: Any) -> dict[str, Any]:
     return {"json": {"inputs": [{**tensor, **changes}]}}
 
 
-GOOD = base64.b64encode(png()).decode()
+PNG = stroke_png()
+BLANK = stroke_png(stroke=False)
+GOOD = base64.b64encode(PNG).decode()
 CASES = [
-    ("post", "/predict", "/predict", _multipart(png()), 200),
-    ("post", "/predict", "/predict?debug=1", _multipart(png()), 200),
-    ("post", "/upload", "/upload?model=softmax", _multipart(png(), png(side=40)), 200),
-    (
-        "post",
-        "/predict",
-        "/predict",
-        _raw(png(), "image/png"),
-        200,
-    ),
-    ("post", "/predict", "/predict?model=nope", _multipart(png()), 404),
+    ("post", "/predict", "/predict", _multipart(PNG), 200),
+    ("post", "/predict", "/predict?debug=1", _multipart(PNG), 200),
+    ("post", "/upload", "/upload?model=softmax", _multipart(PNG, stroke_png(side=40)), 200),
+    ("post", "/predict", "/predict", _raw(PNG, "image/png"), 200),
+    ("post", "/predict", "/predict?model=nope", _multipart(PNG), 404),
     ("post", "/predict", "/predict", _multipart(b"garbage"), 400),
-    ("post", "/predict", "/predict", _multipart(png(stroke=False)), 422),
-    (
-        "post",
-        "/predict",
-        "/predict",
-        _raw(b"x", "text/plain"),
-        415,
-    ),
+    ("post", "/predict", "/predict", _multipart(BLANK), 422),
+    ("post", "/predict", "/predict", _raw(b"x", "text/plain"), 415),
     ("get", "/health/live", "/health/live", {}, 200),
     ("get", "/health/ready", "/health/ready", {}, 200),
     ("get", "/v2", "/v2", {}, 200),
@@ -161,7 +146,7 @@ CASES = [
         "post",
         "/v2/models/{name}/infer",
         "/v2/models/cnn/infer",
-        _infer([base64.b64encode(png(stroke=False)).decode()]),
+        _infer([base64.b64encode(BLANK).decode()]),
         422,
     ),
     ("get", "/metrics", "/metrics", {}, 200),
@@ -190,4 +175,28 @@ def test_real_answers_match_the_document(
     path, _, query = target.partition("?")
     result = client.simulate_request(method.upper(), path, query_string=query, **options)
     assert result.status_code == status, result.text
+    assert_conforms(document, template, method, result)
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "target", "options"),
+    [
+        ("get", "/health/ready", "/health/ready", {}),
+        ("get", "/v2/health/ready", "/v2/health/ready", {}),
+        ("get", "/v2/models/{name}/ready", "/v2/models/cnn/ready", {}),
+        ("post", "/v2/models/{name}/infer", "/v2/models/cnn/infer", _infer([GOOD])),
+    ],
+)
+def test_answers_while_the_models_load_match_the_document(
+    settings: Settings,
+    document: dict[str, Any],
+    method: str,
+    template: str,
+    target: str,
+    options: dict[str, Any],
+) -> None:
+    cold = ModelRepository.load(settings.model_dir, "cnn", "cpu", 1)
+    client = falcon.testing.TestClient(create_app(settings, cold))
+    result = client.simulate_request(method.upper(), target, **options)
+    assert result.status_code == 503, result.text
     assert_conforms(document, template, method, result)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import falcon.testing
 import numpy as np
@@ -16,14 +14,8 @@ from serve import imaging, preprocess
 from serve.app import create_app
 from serve.runtime import ModelRepository
 from serve.settings import Settings
+from tests.images import encoded, png_declaring
 from tests.servers import encode_multipart
-
-
-def encoded(image: Image.Image, image_format: str = "PNG") -> bytes:
-    """``image`` encoded in ``image_format``, in memory."""
-    buffer = io.BytesIO()
-    image.save(buffer, image_format)
-    return buffer.getvalue()
 
 
 def digit(stroke: tuple[int, int, int, int] = (30, 20, 70, 80), size: int = 100) -> bytes:
@@ -195,26 +187,6 @@ def test_common_formats_are_read(client: falcon.testing.TestClient, image_format
     image = Image.open(io.BytesIO(digit())).convert("RGB")
     result = post_files(client, [(f"seven.{image_format.lower()}", encoded(image, image_format))])
     assert result.status_code == 200, result.text
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` (a decompression bomb)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload))
-            + kind
-            + payload
-            + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(

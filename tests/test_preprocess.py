@@ -20,6 +20,7 @@ from bench.recognition import mnist_test_set
 from serve.errors import BlankImage
 from serve.imaging import decode
 from serve.preprocess import stroke_width, to_mnist, to_png_data_url
+from tests.images import encoded
 
 Box = tuple[float, float, float, float]
 
@@ -62,16 +63,9 @@ def ink_mask(
     return 1.0 - np.asarray(drawn(shape, size, box, width), dtype=np.float64) / 255.0
 
 
-def as_file(image: Image.Image, fmt: str, **options: object) -> bytes:
-    """Encode ``image`` in memory as ``fmt``."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
 def through_jpeg(image: Image.Image, quality: int = 85) -> Image.Image:
     """Round-trip through JPEG, as uploads usually are."""
-    return decode(as_file(image, "JPEG", quality=quality), 10**8)
+    return decode(encoded(image, "JPEG", quality=quality), 10**8)
 
 
 def assert_mnist_form(digit: np.ndarray) -> None:
@@ -190,7 +184,7 @@ def test_coloured_ink_on_coloured_paper() -> None:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
 def test_every_allowed_format_round_trips(fmt: str) -> None:
-    assert_reads_as(decode(as_file(drawn().convert("RGB"), fmt), 10**7))
+    assert_reads_as(decode(encoded(drawn().convert("RGB"), fmt), 10**7))
 
 
 # Alpha.
@@ -211,7 +205,7 @@ def test_canvas_export_dark_strokes_on_transparent() -> None:
 
 
 def test_canvas_export_survives_png_encoding() -> None:
-    assert_reads_as(decode(as_file(canvas_export((10, 10, 10)), "PNG"), 10**7), CANVAS_CLEAN)
+    assert_reads_as(decode(encoded(canvas_export((10, 10, 10)), "PNG"), 10**7), CANVAS_CLEAN)
 
 
 def test_canvas_export_light_strokes_on_transparent() -> None:
@@ -239,7 +233,7 @@ def test_exif_orientation_is_applied() -> None:
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6  # "Rotate 90 CW to view": undoes the ROTATE_90 (counter-clockwise) above.
-    photo = decode(as_file(stored, "JPEG", exif=exif.tobytes(), quality=95), 10**7)
+    photo = decode(encoded(stored, "JPEG", exif=exif.tobytes(), quality=95), 10**7)
     assert likeness(to_mnist(photo), to_mnist(upright)) > 0.95
     assert likeness(to_mnist(stored), to_mnist(upright)) < 0.7
 

@@ -9,7 +9,6 @@ Skipped while onnx_models/cnn.onnx does not exist (``RECOGNITION_MODEL`` picks a
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from bench.recognition import font_accuracy, machine_fonts, mnist_upload_accurac
 from serve.imaging import decode
 from serve.preprocess import to_mnist
 from serve.runtime import CPU, OnnxModel
+from tests.images import encoded
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,7 @@ def placed(coverage: np.ndarray, size: tuple[int, int], top_left: tuple[int, int
 
 def jpeg(image: Image.Image, quality: int = 80, **options: object) -> Image.Image:
     """Round-trip through JPEG bytes and decode, as an upload is."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, **options)
-    return decode(buffer.getvalue(), 40_000_000)
+    return decode(encoded(image, "JPEG", quality=quality, **options), 40_000_000)
 
 
 def canvas_export(digit: int) -> Image.Image:

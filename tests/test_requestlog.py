@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import io
 import json
 import logging
 import re
@@ -14,9 +13,9 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from PIL import Image, ImageDraw
 
 from serve.requestlog import ACCESS_LOGGER
+from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
 FIELDS = {
@@ -64,15 +63,6 @@ def only_line(lines: list[str]) -> dict[str, Any]:
     return line
 
 
-def digit_png(side: int = 28) -> bytes:
-    """A PNG of a white stroke on black."""
-    image = Image.new("L", (side, side), 0)
-    ImageDraw.Draw(image).line((side // 2, 4, side // 2, side - 5), fill=255, width=3)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def test_one_json_line_per_request_with_a_generated_id(
     client: falcon.testing.TestClient, access_lines: list[str]
 ) -> None:
@@ -116,7 +106,7 @@ def test_predict_logs_model_and_batch_size(
     client: falcon.testing.TestClient, access_lines: list[str]
 ) -> None:
     body, content_type = encode_multipart(
-        [("file", "a.png", digit_png()), ("file", "b.png", digit_png(40))]
+        [("file", "a.png", stroke_png()), ("file", "b.png", stroke_png(40))]
     )
     result = client.simulate_post(
         "/upload?model=softmax", body=body, headers={"Content-Type": content_type}
@@ -130,7 +120,7 @@ def test_predict_logs_model_and_batch_size(
 def test_v2_infer_logs_model_and_batch_size(
     client: falcon.testing.TestClient, access_lines: list[str]
 ) -> None:
-    image = base64.b64encode(digit_png()).decode()
+    image = base64.b64encode(stroke_png()).decode()
     document = {
         "inputs": [{"name": "image_bytes", "shape": [3], "datatype": "BYTES", "data": [image] * 3}]
     }

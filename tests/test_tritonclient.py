@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from serve.runtime import ModelRepository
 from serve.settings import Settings
 from tests.conftest import COMMITTED_MODELS
 from tests.fakes import fake_model_dir
+from tests.images import encoded
 from tests.servers import start_gunicorn
 from train import data
 
@@ -62,19 +62,24 @@ def client(base_url: str) -> Iterator[triton.InferenceServerClient]:
     connection.close()
 
 
-def pixels(model: ModelRepository, name: str, batch: int) -> np.ndarray:
-    """Random pixels in [0, 1] in model ``name``'s own input layout."""
-    shape = (batch, *model.get(name).info.input_shape[1:])
-    return np.random.default_rng(batch).random(shape, dtype=np.float32)
+def pixel_input(
+    local: ModelRepository, name: str, batch: int, binary: bool = True
+) -> tuple[np.ndarray, triton.InferInput]:
+    """Random pixels in [0, 1] in model ``name``'s own input layout, and the FP32 input
+    carrying them (as binary tensor data, or as JSON)."""
+    info = local.get(name).info
+    shape = (batch, *info.input_shape[1:])
+    pixels = np.random.default_rng(batch).random(shape, dtype=np.float32)
+    tensor = triton.InferInput(info.input_name, list(pixels.shape), "FP32")
+    tensor.set_data_from_numpy(pixels, binary_data=binary)
+    return pixels, tensor
 
 
 def digit_png(offset: int) -> bytes:
     """A white stroke on black as PNG bytes."""
     image = Image.new("L", (40, 40), 0)
     ImageDraw.Draw(image).line([(20 + offset, 6), (16, 34)], fill=255, width=4)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encoded(image)
 
 
 def test_health(client: triton.InferenceServerClient) -> None:
@@ -119,9 +124,7 @@ def test_infer(
     client: triton.InferenceServerClient, local: ModelRepository, name: str, binary: bool
 ) -> None:
     info = local.get(name).info
-    batch = pixels(local, name, 5)
-    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch, binary_data=binary)
+    batch, tensor = pixel_input(local, name, 5, binary)
     output = triton.InferRequestedOutput(info.output_name, binary_data=binary)
     result = client.infer(name, [tensor], request_id="r1", outputs=[output])
     probabilities = result.as_numpy(info.output_name)
@@ -138,9 +141,7 @@ def test_infer_without_outputs_answers_binary(
     client: triton.InferenceServerClient, local: ModelRepository, name: str
 ) -> None:
     info = local.get(name).info
-    batch = pixels(local, name, 2)
-    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch)
+    batch, tensor = pixel_input(local, name, 2)
     result = client.infer(name, [tensor], model_version="1")
     np.testing.assert_allclose(
         result.as_numpy(info.output_name), local.get(name).run(batch), rtol=1e-5, atol=1e-7
@@ -153,9 +154,7 @@ def test_infer_class_count(
     client: triton.InferenceServerClient, local: ModelRepository, name: str, binary: bool
 ) -> None:
     info = local.get(name).info
-    batch = pixels(local, name, 4)
-    tensor = triton.InferInput(info.input_name, list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch, binary_data=binary)
+    batch, tensor = pixel_input(local, name, 4, binary)
     output = triton.InferRequestedOutput(info.output_name, binary_data=binary, class_count=3)
     classes = client.infer(name, [tensor], outputs=[output]).as_numpy(info.output_name)
     assert classes.shape == (4, 3)

@@ -12,6 +12,7 @@ from PIL import Image
 from serve.app import create_app
 from serve.runtime import ModelRepository
 from serve.settings import Settings
+from tests.images import encoded
 from tests.servers import encode_multipart
 
 
@@ -19,9 +20,7 @@ def digit_png() -> bytes:
     """A 28x28 PNG with a white vertical stroke on black."""
     image = Image.new("L", (28, 28), 0)
     image.paste(255, (12, 4, 16, 24))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+    return encoded(image)
 
 
 class WatchedStream(io.BytesIO):

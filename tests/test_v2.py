@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gzip
-import io
 import json
 import struct
 from pathlib import Path
@@ -23,6 +22,7 @@ from serve.app import create_app
 from serve.runtime import ModelRepository
 from serve.settings import Settings
 from tests.fakes import write_fake_model
+from tests.images import encoded
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INFER = "/v2/models/cnn/infer"
@@ -46,6 +46,14 @@ def fp32_input(array: np.ndarray, shape: list[int] | None = None) -> dict[str, A
 def post_json(client: falcon.testing.TestClient, document: Any, path: str = INFER, **kwargs: Any):
     """POST ``document`` as JSON with no Content-Type header, as tritonclient does."""
     return client.simulate_post(path, body=json.dumps(document), **kwargs)
+
+
+def post_classification(
+    client: falcon.testing.TestClient, images: np.ndarray, count: Any
+) -> falcon.testing.Result:
+    """Ask for the top ``count`` classes of ``images`` (classification extension)."""
+    output = {"name": "probabilities", "parameters": {"classification": count}}
+    return post_json(client, {"inputs": [fp32_input(images)], "outputs": [output]})
 
 
 def binary_request(document: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, dict[str, str]]:
@@ -79,9 +87,7 @@ def digit_png(thickness: int = 3, side: int = 28) -> bytes:
     ImageDraw.Draw(image).line(
         [(side // 2, 4), (side // 2 - 3, side - 5)], fill=255, width=thickness
     )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encoded(image)
 
 
 def expected_for_images(repository: ModelRepository, settings: Settings, images: list[bytes]):
@@ -324,13 +330,7 @@ def test_classification_returns_top_k_strings(
 ) -> None:
     images = pixel_batch(2)
     probabilities = repository.get("cnn").predict(images)
-    result = post_json(
-        client,
-        {
-            "inputs": [fp32_input(images)],
-            "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
-        },
-    )
+    result = post_classification(client, images, 3)
     assert result.status_code == 200
     (output,) = result.json["outputs"]
     assert output["datatype"] == "BYTES"
@@ -347,25 +347,13 @@ def test_classification_returns_top_k_strings(
 def test_classification_count_beyond_classes_gives_every_class(
     client: falcon.testing.TestClient,
 ) -> None:
-    result = post_json(
-        client,
-        {
-            "inputs": [fp32_input(pixel_batch(1))],
-            "outputs": [{"name": "probabilities", "parameters": {"classification": 50}}],
-        },
-    )
+    result = post_classification(client, pixel_batch(1), 50)
     assert result.json["outputs"][0]["shape"] == [1, 10]
 
 
 @pytest.mark.parametrize("count", [-1, 1.5, "3", True])
 def test_bad_classification_count_is_400(client: falcon.testing.TestClient, count: Any) -> None:
-    result = post_json(
-        client,
-        {
-            "inputs": [fp32_input(pixel_batch(1))],
-            "outputs": [{"name": "probabilities", "parameters": {"classification": count}}],
-        },
-    )
+    result = post_classification(client, pixel_batch(1), count)
     assert result.status_code == 400
     assert "classification" in result.json["error"]
 

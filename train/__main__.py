@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from train import cli, contract
 from train.data import MnistDataError
-
-MODELS = ("softmax", "cnn")
 
 
 def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespace:
@@ -26,7 +23,10 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
         ),
     )
     parser.add_argument(
-        "--model", choices=MODELS, default="cnn", help="which model to train (default: %(default)s)"
+        "--model",
+        choices=contract.MODELS,
+        default="cnn",
+        help="which model to train (default: %(default)s)",
     )
     parser.add_argument(
         "--epochs", type=int, help="training epochs (default: softmax 15, cnn 24; quick 1)"
@@ -61,15 +61,11 @@ def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespac
 
 def main(arguments: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parsed = parse_arguments(arguments)
-    from train.quiet import import_tensorflow
-
-    import_tensorflow()
+    command = cli.start("train", arguments)
     from train import fit
 
     defaults = fit.DEFAULTS[parsed.model]
-    command_line = sys.argv[1:] if arguments is None else list(arguments)
     options = fit.Options(
         model=parsed.model,
         epochs=parsed.epochs or (1 if parsed.quick else defaults["epochs"]),
@@ -80,7 +76,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         data_dir=parsed.data_dir,
         quick=parsed.quick,
         augment=defaults["augment"] and not parsed.no_augmentation,
-        command=shlex.join(["python", "-m", "train", *command_line]),
+        command=command,
     )
     try:
         summary = fit.train(options)

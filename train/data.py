@@ -28,8 +28,6 @@ IMAGE_SIDE = 28
 NUM_CLASSES = 10
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
-TRAIN_COUNT = 60_000
-TEST_COUNT = 10_000
 
 #: The four IDX files, by role; each may also be present gzip-compressed (``.gz``).
 IDX_FILES = {

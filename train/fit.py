@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow
 
-from train import augment, data, models
+from train import augment, contract, data, models
 from train.versions import versions
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def train(options: Options) -> dict[str, Any]:
     validation_accuracies = history.history["val_accuracy"]
     summary = {
         "model": options.model,
-        "classifier": models.CLASSIFIER_NAMES[options.model],
+        "classifier": contract.CLASSIFIER_NAMES[options.model],
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
         "test_images": len(test),

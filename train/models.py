@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import keras
 
+from train.contract import INPUT_LAYOUTS
+
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 FLAT_SIZE = IMAGE_SIDE * IMAGE_SIDE
 OUTPUT_NAME = "probabilities"
-
-#: The models ``python -m train --model`` knows, with the name the original project gave them.
-CLASSIFIER_NAMES = {"softmax": "SoftmaxClassifier", "cnn": "CNNClassifier"}
-#: Input layout of each model, as written into the ONNX metadata.
-INPUT_LAYOUTS = {"softmax": "NC", "cnn": "NHWC"}
 
 
 def input_shape(name: str) -> tuple[int, ...]:

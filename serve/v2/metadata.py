@@ -15,7 +15,8 @@ EXTENSIONS = ("binary_tensor_data", "classification")
 PLATFORM = "onnxruntime_onnx"
 
 
-def _server_version() -> str:
+def server_version() -> str:
+    """The installed package's version ("0+unknown" when run from a bare checkout)."""
     try:
         return importlib.metadata.version(SERVER_NAME)
     except importlib.metadata.PackageNotFoundError:
@@ -24,7 +25,7 @@ def _server_version() -> str:
 
 def server_metadata() -> dict[str, Any]:
     """``GET /v2``: name, version and extensions of this server."""
-    return {"name": SERVER_NAME, "version": _server_version(), "extensions": list(EXTENSIONS)}
+    return {"name": SERVER_NAME, "version": server_version(), "extensions": list(EXTENSIONS)}
 
 
 def find_model(repository: ModelRepository, name: str, version: str | None) -> OnnxModel:

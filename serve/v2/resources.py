@@ -7,6 +7,7 @@ import zlib
 import falcon
 import orjson
 
+from serve import uploads
 from serve.errors import InvalidInput, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
 from serve.runtime import ModelRepository
 from serve.settings import Settings
@@ -34,17 +35,10 @@ def _send_empty(resp: falcon.Response) -> None:
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The request body, in memory, at most ``limit`` bytes (413 beyond, before reading
-    when Content-Length says so); a gzip or deflate Content-Encoding is undone within the
-    same limit."""
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"the body has {req.content_length} bytes; the limit is {limit}")
-    # Without a Content-Length (chunked transfer encoding) Falcon's bounded stream reads
-    # nothing; the server's own stream then ends where the chunks do.
-    stream = req.bounded_stream if req.content_length is not None else req.stream
-    body = stream.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    """The request body, in memory, at most ``limit`` bytes (``serve.uploads.read_body``:
+    413 beyond, chunked bodies included); a gzip or deflate Content-Encoding is undone
+    within the same limit."""
+    body = uploads.read_body(req, limit)
     encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()
     if encoding == "identity":
         return body
