@@ -3,7 +3,9 @@
 ``python -m bench.load`` starts ``gunicorn serve:app`` (2 workers) on 127.0.0.1, drives each
 route with wrk for a fixed time at the given concurrencies, reads every worker's RSS before
 and after, measures the in-process limit (bench/inprocess.py) and the FastAPI peer
-(bench/peers/), and prints one Markdown table. Figures are printed, never asserted.
+(bench/peers/, run as ``uvicorn --workers 2`` and again with TCP_NODELAY restored, see
+bench/peers/uvicorn_nodelay.py), and prints one Markdown table. Figures are printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from bench.processes import cpu_seconds, rss_mb, uvicorn_peer
 from tests.servers import encode_multipart, gunicorn_server, request
 
 log = logging.getLogger(__name__)
+#: The peer's two runs: as ``uvicorn --workers`` starts it, and with TCP_NODELAY restored.
+PEERS = {"uvicorn --workers 2": False, "uvicorn, TCP_NODELAY on": True}
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 
@@ -223,7 +227,7 @@ def limit_workloads(model: str) -> dict[str, inprocess.Workload]:
 def _table(
     results: list[Result],
     limits: dict[str, inprocess.Limit],
-    peer: dict[int, Result],
+    peer: dict[tuple[str, int], Result],
 ) -> str:
     lines = [
         "| route | conc. | req/s | images/s | p50 ms | p90 ms | p99 ms | errors "
@@ -248,17 +252,22 @@ def _table(
             f"{result.images_per_second / limit.images_per_second:.0%}" if limit else "",
             f"{limit.cpu_ms_per_image * result.route.images / cpu:.0%}" if limit and cpu else "",
         ]
-        peer_result = peer.get(result.concurrency) if result.route.limit == "png28" else None
+        candidates = [taken for (_, c), taken in peer.items() if c == result.concurrency]
+        peer_result = (
+            max(candidates, key=lambda taken: taken.requests_per_second)
+            if candidates and result.route.limit == "png28"
+            else None
+        )
         if peer_result:
             ratio = result.requests_per_second / peer_result.requests_per_second
             cells += [f"{peer_result.requests_per_second:.0f}", f"{ratio:.2f}x"]
         else:
             cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    for concurrency, peer_result in sorted(peer.items()):
+    for (name, concurrency), peer_result in sorted(peer.items()):
         cpu = peer_result.worker_cpu_ms
         lines.append(
-            f"| peer: FastAPI /predict png 28x28 | {concurrency} "
+            f"| peer ({name}): /predict png 28x28 | {concurrency} "
             f"| {peer_result.requests_per_second:.0f} | {peer_result.images_per_second:.0f} "
             f"| {peer_result.p50_ms:.2f} | {peer_result.p90_ms:.2f} | {peer_result.p99_ms:.2f} "
             f"| {peer_result.errors} | {f'{cpu:.3f}' if cpu else ''} | | | | | |"
@@ -291,7 +300,7 @@ def main() -> None:
     seconds = arguments.seconds
     workloads = limit_workloads(arguments.model)
     runs: dict[tuple[str, int], list[Result]] = collections.defaultdict(list)
-    peer_runs: dict[int, list[Result]] = collections.defaultdict(list)
+    peer_runs: dict[tuple[str, int], list[Result]] = collections.defaultdict(list)
     limit_runs: dict[str, list[inprocess.Limit]] = collections.defaultdict(list)
 
     load_at_start = os.getloadavg()[0]
@@ -302,16 +311,17 @@ def main() -> None:
         start_to_ready = time.perf_counter() - started
         while len(server.worker_pids()) < arguments.workers:
             time.sleep(0.1)
-        peer_url, peer_pids = "", list[int]()
+        peers: dict[str, tuple[str, list[int]]] = {}
         if not arguments.no_peer:
-            peer_url, peer_pids = stack.enter_context(
-                uvicorn_peer(arguments.model_dir, arguments.workers)
-            )
+            for name, nodelay in PEERS.items():
+                peers[name] = stack.enter_context(
+                    uvicorn_peer(arguments.model_dir, arguments.workers, nodelay=nodelay)
+                )
         routes = build_routes(server.base_url, arguments.model)
         peer_route = dataclasses.replace(routes[0], name="peer /predict png 28x28")
         for route in routes:  # One short pass so every worker has seen every route.
             drive(server.base_url, route, 1, arguments.workers, folder)
-        if peer_url:
+        for peer_url, _ in peers.values():
             drive(peer_url, peer_route, 1, arguments.workers, folder)
         workers = server.worker_pids()
         rss_before = {pid: rss_mb(pid) for pid in workers}
@@ -331,14 +341,15 @@ def main() -> None:
                     runs[route.name, concurrency].append(
                         drive(server.base_url, route, seconds, concurrency, folder, workers)
                     )
-                    if peer_url and route is routes[0]:
-                        peer_runs[concurrency].append(
-                            drive(peer_url, peer_route, seconds, concurrency, folder, peer_pids)
-                        )
+                    for name, (peer_url, peer_pids) in peers.items():
+                        if route is routes[0]:
+                            peer_runs[name, concurrency].append(
+                                drive(peer_url, peer_route, seconds, concurrency, folder, peer_pids)
+                            )
         rss_after = {pid: rss_mb(pid) for pid in server.worker_pids()}
-        peer_rss = [rss_mb(pid) for pid in peer_pids]
+        peer_rss = [rss_mb(pid) for _, pids in peers.values() for pid in pids]
     results = [_best(runs[route.name, c]) for route in routes for c in concurrencies]
-    peer = {concurrency: _best(taken) for concurrency, taken in peer_runs.items()}
+    peer = {key: _best(taken) for key, taken in peer_runs.items()}
     limits = {
         key: max(taken, key=lambda limit: limit.images_per_second)
         for key, taken in limit_runs.items()
@@ -374,7 +385,10 @@ def main() -> None:
                         {**dataclasses.asdict(result), "route": result.route.name}
                         for result in results
                     ],
-                    "peer": {c: dataclasses.asdict(r) | {"route": "peer"} for c, r in peer.items()},
+                    "peer": [
+                        dataclasses.asdict(taken) | {"route": f"peer {name}", "concurrency": c}
+                        for (name, c), taken in peer.items()
+                    ],
                     "limits": {key: dataclasses.asdict(value) for key, value in limits.items()},
                     "start_to_ready_s": start_to_ready,
                     "rss_before_mb": rss_before,

@@ -42,10 +42,14 @@ def _command_line(pid: int) -> str:
 
 @contextlib.contextmanager
 def uvicorn_peer(
-    model_dir: Path, workers: int = 2, env: Mapping[str, str] | None = None
+    model_dir: Path,
+    workers: int = 2,
+    env: Mapping[str, str] | None = None,
+    nodelay: bool = False,
 ) -> Iterator[tuple[str, list[int]]]:
-    """Run the FastAPI peer under ``uvicorn --workers``; yield its base URL and the worker
-    pids once every worker answers."""
+    """Run the FastAPI peer under ``uvicorn --workers`` (with ``nodelay``, under
+    bench/peers/uvicorn_nodelay.py, which restores TCP_NODELAY); yield its base URL and the
+    worker pids once every worker answers."""
     port = free_port()
     environment = {
         **os.environ,
@@ -58,16 +62,13 @@ def uvicorn_peer(
         "-m",
         "uvicorn",
         "bench.peers.fastapi_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
         "--no-access-log",
         "--log-level",
         "warning",
     ]
+    if nodelay:
+        command = [sys.executable, "-m", "bench.peers.uvicorn_nodelay"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=ROOT, env=environment, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -185,7 +185,7 @@ def test_body_over_the_limit_is_a_413_before_it_is_read(server: Target) -> None:
         f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
         f"Content-Length: {declared}\r\n\r\n"
     ).encode()
-    status, body = _raw_exchange(server.base_url, head, b"\x89PNG\r\n\x1a\n" + bytes(65536))
+    status, body = _raw_exchange(server.base_url, head, b"\x89PNG\r\n\x1a\n" + bytes(32768))
     assert status == 413
     assert json.loads(body)["description"]
 
@@ -251,7 +251,7 @@ def test_ten_million_binary_elements_are_a_413_before_they_are_read(
         f"{HEADER_LENGTH}: {len(header)}\r\nContent-Length: {len(header) + 12756 * 784 * 4}"
         "\r\n\r\n"
     ).encode()
-    status, body = _raw_exchange(server.base_url, head, header + bytes(65536))
+    status, body = _raw_exchange(server.base_url, head, header + bytes(32768))
     assert status == 413
     assert json.loads(body)["error"]
 
