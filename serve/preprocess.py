@@ -1,11 +1,12 @@
 """Turning any decoded digit image into the 28x28 array the models were trained on.
 
-The steps, one function each: orient by EXIF and flatten to grey in [0, 1] (alpha composited
-so that transparent = background); decide the polarity and make the ink bright; subtract a
-smooth estimate of the background (uneven light); threshold with Otsu, keeping the grey
-anti-aliasing; remove ruled lines and specks away from the digit; then normalise exactly the
-way MNIST was made: crop to the ink, fit into 20x20 keeping the aspect ratio, place in 28x28
-with the centre of mass at the centre.
+The steps: orient by EXIF and flatten to grey in [0, 1] (alpha composited so that
+transparent = background); decide the polarity and make the ink bright; subtract a smooth
+estimate of the background (uneven light); threshold with Otsu, keeping the grey
+anti-aliasing; remove ruled lines and specks away from the digit (serve.ink); bring the
+stroke width towards MNIST's (serve.strokes); then normalise exactly the way MNIST was made:
+crop to the ink, fit into 20x20 keeping the aspect ratio, place in 28x28 with the centre of
+mass at the centre.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from serve.errors import BlankImage
+from serve.ink import keep_digit, remove_ruled_lines
+from serve.morphology import opening
+from serve.strokes import normalise_strokes
 
 MNIST_SIDE = 28
 #: MNIST fits each digit into a 20x20 box inside the 28x28 frame.
@@ -33,22 +37,6 @@ MIN_INK_SPAN = 0.01
 #: window of 2r+1 blocks (wider than any pen stroke).
 BACKGROUND_BLOCKS = 24
 BACKGROUND_OPENING = 2
-#: A row (column) this full of ink, reaching both borders, thin, and much longer than the
-#: rest of the ink is a ruled line (a lone line is left alone: it is a 1).
-LINE_FILL = 0.85
-LINE_BORDER = 0.05
-LINE_MAX_THICKNESS = 0.04
-LINE_MIN_OVERHANG = 0.45
-#: Components of ink this close to the digit (fraction of its longer side) belong to it;
-#: three times as far for large ones (30% of the digit's area), a quarter for specks (<5%).
-NEAR_FRACTION = 0.2
-#: Stroke widths (twice area over perimeter, in pixels of the 20x20 box) of MNIST digits:
-#: about its 2nd and 99th percentiles bound the range left alone; thinner strokes are
-#: thickened to the median, thicker ones thinned to the 90th percentile.
-STROKE_MIN = 1.2
-STROKE_MAX = 3.4
-STROKE_TARGET = 1.9
-STROKE_THINNED = 2.6
 
 _WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -171,19 +159,6 @@ def _grid_resize(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     return (rows @ grid @ columns.T).astype(np.float32)
 
 
-def _opening(grid: np.ndarray, radius: int) -> np.ndarray:
-    """Grey opening by reconstruction of a small grid: erode with a (2r+1)^2 window, then
-    grow back under the grid. Bright bumps narrower than the window (ink) are flattened;
-    ramps and plateaus (light gradients, vignetting, shadows) keep their exact height."""
-    size = 2 * radius + 1
-    marker = _min_filter(grid, size)
-    while True:
-        grown = np.minimum(_max_filter(marker, 3), grid)
-        if np.array_equal(grown, marker):
-            return marker
-        marker = grown
-
-
 def background(bright: np.ndarray) -> np.ndarray:
     """Smooth estimate of the background of an ink-bright image: the 20th percentile of
     each block of a grid, opened so that blocks full of ink do not count, bilinearly
@@ -196,7 +171,7 @@ def background(bright: np.ndarray) -> np.ndarray:
     )
     blocks = padded.reshape(grid_height, block, grid_width, block).transpose(0, 2, 1, 3)
     level = _quantile(blocks.reshape(grid_height, grid_width, -1), 0.2)
-    return _grid_resize(_opening(level, BACKGROUND_OPENING), height, width)
+    return _grid_resize(opening(level, BACKGROUND_OPENING), height, width)
 
 
 def otsu(values: np.ndarray, bins: int = 64) -> float:
@@ -229,215 +204,6 @@ def ink_levels(bright: np.ndarray) -> np.ndarray:
     floor = threshold / 2
     levels = (normalised - floor) / max(saturation - floor, 1e-6)
     return np.clip(levels, 0.0, 1.0).astype(np.float32)
-
-
-def _line_bands(fill: np.ndarray, max_thickness: int) -> list[tuple[int, int]]:
-    """Runs ``[start, end)`` of consecutive indices whose fill is at least LINE_FILL, at
-    most ``max_thickness`` long, widened by a fainter neighbour (the line's soft edge)."""
-    full = np.concatenate([[False], fill >= LINE_FILL, [False]])
-    changes = np.flatnonzero(np.diff(full.astype(np.int8)))
-    bands = []
-    for start, end in zip(changes[::2].tolist(), changes[1::2].tolist(), strict=True):
-        if end - start > max_thickness:
-            continue
-        if start > 0 and fill[start - 1] >= LINE_FILL / 3:
-            start -= 1
-        if end < fill.size and fill[end] >= LINE_FILL / 3:
-            end += 1
-        bands.append((start, end))
-    return bands
-
-
-def _band_rows(bands: list[tuple[int, int]], length: int) -> np.ndarray:
-    """Boolean index of the rows covered by ``bands``."""
-    covered = np.zeros(length, dtype=bool)
-    for start, end in bands:
-        covered[start:end] = True
-    return covered
-
-
-def _clear_row_bands(
-    mask: np.ndarray, bands: list[tuple[int, int]], rest_columns: np.ndarray
-) -> np.ndarray:
-    """Clear the horizontal bands that reach both borders and overhang the rest of the ink,
-    keeping the pixels where a stroke crosses the line (ink directly above and below)."""
-    height, width = mask.shape
-    cleaned = mask.copy()
-    for start, end in bands:
-        line_columns = np.flatnonzero(mask[start:end].any(axis=0))
-        if line_columns.size == 0:
-            continue
-        reaches_borders = (
-            line_columns[0] <= LINE_BORDER * width
-            and line_columns[-1] >= (1 - LINE_BORDER) * width - 1
-        )
-        overhang = max(0, rest_columns[0] - line_columns[0]) + max(
-            0, line_columns[-1] - rest_columns[-1]
-        )
-        if not reaches_borders or overhang < LINE_MIN_OVERHANG * width:
-            continue
-        above = mask[start - 1] if start > 0 else np.zeros(width, dtype=bool)
-        below = mask[end] if end < height else np.zeros(width, dtype=bool)
-        crossing = above & below
-        cleaned[start:end] &= crossing | np.roll(crossing, 1) | np.roll(crossing, -1)
-    return cleaned
-
-
-def remove_ruled_lines(mask: np.ndarray) -> np.ndarray:
-    """Clear thin lines spanning the image (ruled or squared paper, a margin line) from a
-    boolean ink mask. One lone line and nothing else is kept: it is a 1."""
-    height, width = mask.shape
-    row_bands = _line_bands(mask.mean(axis=1), max(2, round(LINE_MAX_THICKNESS * height)))
-    column_bands = _line_bands(mask.mean(axis=0), max(2, round(LINE_MAX_THICKNESS * width)))
-    if not row_bands and not column_bands:
-        return mask
-    rest = (
-        mask & ~_band_rows(row_bands, height)[:, None] & ~_band_rows(column_bands, width)[None, :]
-    )
-    if not rest.any():
-        return mask if len(row_bands) + len(column_bands) == 1 else np.zeros_like(mask)
-    rest_rows, rest_columns = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
-    cleaned = _clear_row_bands(mask, row_bands, rest_columns)
-    return _clear_row_bands(cleaned.T, column_bands, rest_rows).T
-
-
-def _run_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of ``mask`` as horizontal runs: each run's row, start, end
-    (exclusive) and component label (labels are run indices, not consecutive)."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    ends = np.nonzero(steps == -1)[1]
-    stride = width + 2
-    start_keys, end_keys = rows * stride + starts, rows * stride + ends
-    # Runs of the next row that touch run i (8-connected) have start <= end_i, end >= start_i.
-    first = np.searchsorted(end_keys, (rows + 1) * stride + starts, side="left")
-    last = np.searchsorted(start_keys, (rows + 1) * stride + ends, side="right")
-    counts = np.maximum(last - first, 0)
-    left = np.repeat(np.arange(rows.size), counts)
-    right = (
-        np.repeat(first, counts)
-        + np.arange(counts.sum())
-        - np.repeat(np.cumsum(counts) - counts, counts)
-    )
-    labels = np.arange(rows.size)
-    while True:
-        left_labels, right_labels = labels[left], labels[right]
-        differ = left_labels != right_labels
-        if not differ.any():
-            break
-        np.minimum.at(
-            labels,
-            np.maximum(left_labels[differ], right_labels[differ]),
-            np.minimum(left_labels[differ], right_labels[differ]),
-        )
-        while True:
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-    return rows, starts, ends, labels
-
-
-def keep_digit(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest connected component of ink and the components near it (or large);
-    drop isolated specks and dust far from the digit."""
-    rows, starts, ends, labels = _run_components(mask)
-    if rows.size == 0 or (labels == labels[0]).all():
-        return mask
-    count = rows.size
-    area = np.bincount(labels, weights=ends - starts, minlength=count)
-    top = np.full(count, mask.shape[0]), np.full(count, mask.shape[1])
-    bottom = np.full(count, -1), np.full(count, -1)
-    np.minimum.at(top[0], labels, rows)
-    np.minimum.at(top[1], labels, starts)
-    np.maximum.at(bottom[0], labels, rows + 1)
-    np.maximum.at(bottom[1], labels, ends)
-    roots = np.flatnonzero(area)
-    main = roots[np.argmax(area[roots])]
-    kept = np.zeros(count, dtype=bool)
-    kept[main] = True
-    while True:
-        box_top = (top[0][kept].min(), top[1][kept].min())
-        box_bottom = (bottom[0][kept].max(), bottom[1][kept].max())
-        reach = NEAR_FRACTION * max(box_bottom[0] - box_top[0], box_bottom[1] - box_top[1])
-        gap = np.maximum(
-            np.maximum(box_top[0] - bottom[0][roots], top[0][roots] - box_bottom[0]),
-            np.maximum(box_top[1] - bottom[1][roots], top[1][roots] - box_bottom[1]),
-        )
-        share = area[roots] / area[main]
-        near = gap <= reach * np.where(share >= 0.3, 3.0, np.where(share >= 0.05, 1.0, 0.25))
-        joining = roots[near & ~kept[roots]]
-        if joining.size == 0:
-            break
-        kept[joining] = True
-    keep = np.zeros(mask.shape, dtype=bool)
-    for row, start, end in zip(
-        rows[kept[labels]].tolist(),
-        starts[kept[labels]].tolist(),
-        ends[kept[labels]].tolist(),
-        strict=True,
-    ):
-        keep[row, start:end] = True
-    return keep
-
-
-def _slide(values: np.ndarray, size: int, axis: int, combine: np.ufunc) -> np.ndarray:
-    """Combine (maximum or minimum) each element with its neighbours along ``axis`` in a
-    window of ``size`` (centred, the extra one after); the window stops at the edges."""
-    before, after = (size - 1) // 2, size // 2
-    result = values.copy()
-    moved = np.moveaxis(result, axis, 0)
-    source = np.moveaxis(values, axis, 0)
-    for shift in range(1, min(after, source.shape[0] - 1) + 1):
-        combine(moved[:-shift], source[shift:], out=moved[:-shift])
-    for shift in range(1, min(before, source.shape[0] - 1) + 1):
-        combine(moved[shift:], source[:-shift], out=moved[shift:])
-    return result
-
-
-def _max_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """``size`` x ``size`` maximum filter (a dilation); the window stops at the edges."""
-    return _slide(_slide(values, size, 0, np.maximum), size, 1, np.maximum)
-
-
-def _min_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """``size`` x ``size`` minimum filter (an erosion); the window stops at the edges."""
-    return _slide(_slide(values, size, 0, np.minimum), size, 1, np.minimum)
-
-
-def stroke_width(mask: np.ndarray) -> float:
-    """Mean stroke width of a boolean mask: twice its area over its perimeter."""
-    padded = np.pad(mask, 1)
-    perimeter = int(np.count_nonzero(padded[1:] != padded[:-1])) + int(
-        np.count_nonzero(padded[:, 1:] != padded[:, :-1])
-    )
-    return 2.0 * float(mask.sum()) / max(perimeter, 1)
-
-
-def _tight(values: np.ndarray) -> np.ndarray:
-    """Crop a 2-D array to the bounding box of its non-zero values."""
-    rows, columns = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
-    if rows.size == 0:
-        return values
-    return values[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-
-
-def normalise_strokes(patch: np.ndarray) -> np.ndarray:
-    """Thicken hair-thin strokes, or thin very thick ones, towards MNIST's pen width,
-    judged at the scale the digit will have in the 20x20 box; returns the re-cropped patch."""
-    scale = BOX_SIDE / max(patch.shape)
-    width = stroke_width(patch > 0.5) * scale
-    if width < STROKE_MIN:
-        size = round((STROKE_TARGET - width) / scale) + 1
-        return _tight(_max_filter(np.pad(patch, size), size)) if size > 1 else patch
-    if width > STROKE_MAX:
-        size = round((width - STROKE_THINNED) / scale) + 1
-        thinned = _min_filter(np.pad(patch, 1), size)[1:-1, 1:-1] if size > 1 else patch
-        return _tight(thinned) if thinned.max() > 0.5 else patch
-    return patch
 
 
 def _fit_box(patch: np.ndarray) -> np.ndarray:
@@ -517,7 +283,7 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     patch = _zoomed(image, (top, left, bottom, right))
     if patch is None:
         patch = ink[top:bottom, left:right]
-    digit = _fit_box(normalise_strokes(patch))
+    digit = _fit_box(normalise_strokes(patch, BOX_SIDE))
     if float(digit.sum()) <= 0:
         raise BlankImage("no digit found: the ink vanished when scaled to 20x20")
     return centre_by_mass(digit)

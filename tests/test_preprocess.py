@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from bench.recognition import mnist_test_set
 from serve.errors import BlankImage
 from serve.imaging import decode
-from serve.preprocess import stroke_width, to_mnist, to_png_data_url
+from serve.preprocess import to_mnist, to_png_data_url
+from serve.strokes import stroke_width
 from tests.images import encoded
 
 Box = tuple[float, float, float, float]
