@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -54,7 +55,8 @@ class Load:
         while not self._stop.is_set():
             try:
                 outcome = str(request("POST", self._url, self._body, self._headers, 20)[0])
-            except OSError as error:
+            except (OSError, http.client.HTTPException) as error:
+                # A connection cut mid-answer (a killed worker) is a lost request, not a crash.
                 outcome = type(error).__name__
             with self._lock:
                 self.outcomes[outcome] += 1
