@@ -8,8 +8,7 @@ from typing import Any
 import falcon
 import numpy as np
 
-from serve import imaging, metrics, preprocess, uploads
-from serve.errors import ServiceError
+from serve import digits, metrics, preprocess, uploads
 from serve.runtime import ModelInfo, ModelRepository, OnnxModel
 from serve.settings import Settings
 
@@ -39,7 +38,14 @@ class Prediction:
         """Normalise every file, run them through ``model`` as one batch and describe each
         result; records the inference timings."""
         started = time.perf_counter()
-        images = np.stack([self._normalise(upload, len(files)) for upload in files])
+        # With several files, an error names the file it is about.
+        named = len(files) > 1
+        images = np.stack(
+            [
+                digits.read_digit(upload.data, self._max_pixels, upload.filename if named else None)
+                for upload in files
+            ]
+        )
         inferring = time.perf_counter()
         probabilities = model.predict(images)
         answering = time.perf_counter()
@@ -56,21 +62,6 @@ class Prediction:
             output_seconds=time.perf_counter() - answering,
         )
         return answers
-
-    def _normalise(self, upload: uploads.Upload, count: int) -> np.ndarray:
-        """Decode and MNIST-normalise one upload; with several files, errors name the file."""
-        try:
-            started = time.perf_counter()
-            image = imaging.decode(upload.data, self._max_pixels)
-            decoded = time.perf_counter()
-            digit = preprocess.to_mnist(image)
-            metrics.observe_decode(decoded - started)
-            metrics.observe_preprocess(time.perf_counter() - decoded)
-            return digit
-        except ServiceError as ex:
-            if count == 1 or upload.filename is None:
-                raise
-            raise type(ex)(f"{upload.filename}: {ex.description}") from ex
 
 
 def describe(

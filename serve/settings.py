@@ -27,15 +27,6 @@ def _convert(variable: str, raw: str, current: object) -> object:
     """``raw`` as the type of the field's default; ValueError naming ``variable`` otherwise."""
     if isinstance(current, Path):
         return Path(raw)
-    if isinstance(current, bool):
-        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ValueError(f"{variable} must be true or false, not {raw!r}")
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{variable} must be a number, not {raw!r}") from None
     if isinstance(current, int):
         try:
             number = int(raw)

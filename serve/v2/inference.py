@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from serve import imaging, metrics, preprocess
-from serve.errors import InvalidInput, ServiceError
+from serve import digits, metrics
+from serve.errors import InvalidInput
 from serve.runtime import OnnxModel
 from serve.settings import Settings
 from serve.v2 import outputs, tensors
@@ -64,15 +64,10 @@ def infer(model: OnnxModel, request: InferenceRequest, settings: Settings) -> In
 
 def _images(tensor: InputTensor, settings: Settings) -> np.ndarray:
     """Decode and normalise each encoded image exactly as /predict does: ``[n, 28, 28]``."""
-    images = []
-    for index, data in enumerate(tensors.encoded_images(tensor, settings.max_files)):
-        try:
-            started = time.perf_counter()
-            image = imaging.decode(data, settings.max_image_pixels)
-            decoded = time.perf_counter()
-            images.append(preprocess.to_mnist(image))
-            metrics.observe_decode(decoded - started)
-            metrics.observe_preprocess(time.perf_counter() - decoded)
-        except ServiceError as ex:
-            raise type(ex)(f"{tensors.IMAGE_INPUT}[{index}]: {ex.description}") from ex
-    return np.stack(images)
+    encoded = tensors.encoded_images(tensor, settings.max_files)
+    return np.stack(
+        [
+            digits.read_digit(data, settings.max_image_pixels, f"{tensors.IMAGE_INPUT}[{index}]")
+            for index, data in enumerate(encoded)
+        ]
+    )

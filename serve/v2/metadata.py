@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -15,8 +16,9 @@ EXTENSIONS = ("binary_tensor_data", "classification")
 PLATFORM = "onnxruntime_onnx"
 
 
+@functools.cache
 def server_version() -> str:
-    """The installed package's version ("0+unknown" when run from a bare checkout)."""
+    """The installed package's version, read once ("0+unknown" from a bare checkout)."""
     try:
         return importlib.metadata.version(SERVER_NAME)
     except importlib.metadata.PackageNotFoundError:
