@@ -41,13 +41,11 @@ class ParityReport:
         )
 
 
-def run_onnx(model: onnx.ModelProto, inputs: np.ndarray, threads: int = 0) -> np.ndarray:
+def run_onnx(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
     """Probabilities of ``model`` on float32 ``inputs`` (in its own layout), run by
     onnxruntime on the CPU in batches."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(
-        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     input_name = session.get_inputs()[0].name
     batches = [

@@ -36,11 +36,6 @@ class Request:
     command: str = ""
 
 
-def model_inputs(keras_model: Any, images: np.ndarray) -> np.ndarray:
-    """uint8 ``[n, 28, 28]`` test images as the float32 input ``keras_model`` takes."""
-    return data.to_float(images).reshape(len(images), *keras_model.input_shape[1:])
-
-
 def read_training_summary(keras_path: Path) -> dict[str, Any]:
     """The ``.json`` summary ``python -m train`` wrote next to the ``.keras`` file."""
     summary_path = keras_path.with_suffix(".json")
@@ -67,7 +62,7 @@ def export(request: Request) -> tuple[onnx.ModelProto, parity.ParityReport]:
     test = data.load_mnist(request.data_dir).test
     if request.test_images is not None:
         test = test.head(request.test_images)
-    inputs = model_inputs(keras_model, test.images)
+    inputs = data.to_model_input(test.images, keras_model.input_shape[1:])
     reference = np.asarray(keras_model.predict(inputs, batch_size=1_000, verbose=0))
     try:
         report = parity.gate(onnx_model, inputs, reference, test.labels, request.tolerance)

@@ -245,3 +245,9 @@ def idx_sha256(split: Split) -> str:
 def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 ``[n, 28, 28]`` to float32 ``[n, 28, 28, 1]`` in [0, 1]: the models' scaling."""
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def to_model_input(images: np.ndarray, item_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 ``[n, 28, 28]`` images scaled as :func:`to_float` and laid out as
+    ``[n, *item_shape]``, the input of a model taking ``item_shape`` per image."""
+    return to_float(images).reshape(len(images), *item_shape)

@@ -60,12 +60,6 @@ def split_validation(split: data.Split, size: int, seed: int) -> tuple[data.Spli
     )
 
 
-def model_inputs(name: str, images: np.ndarray) -> np.ndarray:
-    """uint8 ``[n, 28, 28]`` images as the float32 input the model ``name`` takes."""
-    floats = data.to_float(images)
-    return floats.reshape(len(images), *models.input_shape(name))
-
-
 def training_dataset(
     options: Options, train: data.Split, steps_per_epoch: int
 ) -> tensorflow.data.Dataset:
@@ -113,6 +107,7 @@ def train(options: Options) -> dict[str, Any]:
         validation = validation.head(QUICK_VALIDATION_SIZE)
         test = test.head(QUICK_TEST_SIZE)
     steps_per_epoch = math.ceil(len(train_split) / options.batch_size)
+    item_shape = models.input_shape(options.model)
 
     model = models.build(options.model)
     model.compile(
@@ -128,7 +123,7 @@ def train(options: Options) -> dict[str, Any]:
         steps_per_epoch=steps_per_epoch,
         epochs=options.epochs,
         shuffle=False,
-        validation_data=(model_inputs(options.model, validation.images), validation.labels),
+        validation_data=(data.to_model_input(validation.images, item_shape), validation.labels),
         callbacks=[
             keras.callbacks.ModelCheckpoint(
                 str(options.output), monitor="val_accuracy", mode="max", save_best_only=True
@@ -140,7 +135,7 @@ def train(options: Options) -> dict[str, Any]:
     )
     best = keras.models.load_model(options.output)
     test_loss, test_accuracy = best.evaluate(
-        model_inputs(options.model, test.images), test.labels, verbose=0
+        data.to_model_input(test.images, item_shape), test.labels, verbose=0
     )
     validation_accuracies = history.history["val_accuracy"]
     summary = {
