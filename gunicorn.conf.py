@@ -13,9 +13,11 @@ from typing import Any
 # Where to listen: every interface, on $PORT (the original project's 8001 by default).
 bind = [f"0.0.0.0:{os.environ.get('PORT') or '8001'}"]
 
-# One sync worker per core; each builds its own onnxruntime sessions after fork.
+# One sync worker per core; each builds its own onnxruntime sessions after fork. The sync
+# worker is gunicorn's own, except that it closes a connection whose request was read to its
+# end at once instead of waiting for the client to close first (serve/worker.py).
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
-worker_class = "sync"
+worker_class = "serve.worker.SyncWorker"
 preload_app = False
 
 # The worker count is exported so that serve.settings sizes intra-op threads to

@@ -558,7 +558,7 @@ def document(repository: ModelRepository) -> Schema:
             },
             "headers": {
                 "X-Request-ID": {
-                    "description": "The request id (the client's, else a generated uuid4 hex)",
+                    "description": "The request id (the client's, else 32 random hex digits)",
                     "schema": {"type": "string"},
                 }
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import json
 import logging
 import re
@@ -14,7 +15,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from serve.requestlog import ACCESS_LOGGER
+from serve.requestlog import ACCESS_LOGGER, StderrLines, write_line
 from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
@@ -150,6 +151,46 @@ def test_errors_are_logged_with_their_status_and_id(
         None,
         "lost-1",
     )
+
+
+@pytest.fixture()
+def plain_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger set up as configure_access_logger leaves the access logger, and what its
+    handler writes (a StringIO in place of stderr)."""
+    logger = logging.getLogger("tests.requestlog.plain")
+    logger.setLevel(logging.INFO)
+    handler = StderrLines()
+    written = io.StringIO()
+    handler.setStream(written)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield logger, written
+    finally:
+        logger.handlers.clear()
+        logger.filters.clear()
+
+
+def test_the_default_handler_gets_the_same_line_logging_writes(
+    plain_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, written = plain_logger
+    write_line(logger, '{"a":1}')  # Straight to the handler's stream.
+    logger.info('{"a":2}')  # Through logging, for comparison.
+    assert written.getvalue() == '{"a":1}\n{"a":2}\n'
+
+
+def test_a_filter_or_a_level_on_the_access_logger_is_honoured(
+    plain_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, written = plain_logger
+    logger.addFilter(lambda record: "drop" not in record.getMessage())
+    write_line(logger, "drop me")
+    write_line(logger, "keep me")
+    logger.filters.clear()
+    logger.handlers[0].setLevel(logging.WARNING)
+    write_line(logger, "below the handler's level")
+    assert written.getvalue() == "keep me\n"
 
 
 @pytest.mark.slow
