@@ -1,30 +1,34 @@
 """Where one ``/predict`` request's time goes: multipart parse, decode, preprocess,
-inference, JSON answer, the rest of the Falcon app (routing, hooks, request log, metrics),
+inference, JSON answer, request log, metrics, the rest of the Falcon app (routing, hooks),
 and gunicorn's HTTP handling (worker CPU per request under wrk minus the app's own time).
 
 ``python -m bench.breakdown`` prints microseconds of CPU per stage, for a 28x28 PNG and a
 300x300 JPEG. Each stage is run alone many times and timed with the process CPU clock, so
-the split does not depend on what else the machine is doing.
+the split does not depend on what else the machine is doing ("warm": the stage over and
+over, its code and data in the CPU caches). A served request runs every stage once, each
+after the others pushed it out of the caches, so each stage is also timed right after a
+whole decode + preprocess + inference ("cold", the median of single calls).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import falcon
 import falcon.testing
 import numpy as np
 import orjson
+from PIL import Image
 
 from bench import processes, samples
 from bench.load import DEFAULT_MODEL_DIR, Route, drive
-from serve import imaging, predict, preprocess, uploads
+from serve import imaging, metrics, predict, preprocess, requestlog, uploads
 from serve.app import create_app
 from serve.runtime import ModelRepository
 from serve.settings import Settings
@@ -44,6 +48,20 @@ def cpu_microseconds(action: Callable[[], object], repeat: int, chunks: int = 5)
             action()
         best = min(best, (time.process_time() - started) / size)
     return best * 1e6
+
+
+def cold_microseconds(
+    action: Callable[[], object], evict: Callable[[], object], repeat: int
+) -> float:
+    """Thread CPU time of one call of ``action`` made right after ``evict`` (which runs other
+    work through the CPU caches), in microseconds: the median of ``repeat`` such calls."""
+    spent = []
+    for _ in range(repeat):
+        evict()
+        started = time.thread_time_ns()
+        action()
+        spent.append(time.thread_time_ns() - started)
+    return float(np.median(spent)) / 1000.0
 
 
 def _start_response(
@@ -83,8 +101,8 @@ def _environ_only(body: bytes, content_type: str, path: str) -> Callable[[], Non
 def stages(
     payload: bytes, content_type_of_part: str, settings: Settings, repository: ModelRepository,
     app: falcon.App, model_name: str, repeat: int,
-) -> dict[str, float]:  # fmt: skip
-    """CPU microseconds of each stage of one request carrying ``payload``."""
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """CPU microseconds of each stage of one request carrying ``payload``, warm and cold."""
     body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
     limits = uploads.UploadLimits.from_settings(settings)
     model = repository.get(model_name)
@@ -92,37 +110,83 @@ def stages(
     array = preprocess.to_mnist(image)[np.newaxis]
     probabilities = model.predict(array)[0]
     path = f"/predict?model={model_name}"
+    access_log = _silent_access_log()
+    http_metrics = metrics.RequestMetrics()
+
+    def new_request() -> falcon.Request:
+        return falcon.testing.create_req(
+            method="POST", path="/predict", body=body, headers={"Content-Type": content_type}
+        )
+
+    def new_exchange() -> tuple[falcon.Request, falcon.Response]:
+        return new_request(), falcon.Response()
 
     def parse() -> None:
-        request = falcon.testing.create_req(
-            method="POST", body=body, headers={"Content-Type": content_type}
-        )
-        uploads.read_uploads(request, limits)
+        uploads.read_uploads(new_request(), limits)
 
-    def request_only() -> None:
-        falcon.testing.create_req(method="POST", body=body, headers={"Content-Type": content_type})
+    def log_line() -> None:
+        request, response = new_exchange()
+        access_log.process_request(request, response)
+        access_log.process_response(request, response, None, True)
 
-    split = {
-        "multipart parse": cpu_microseconds(parse, repeat) - cpu_microseconds(request_only, repeat),
-        "decode": cpu_microseconds(
-            lambda: imaging.decode(payload, settings.max_image_pixels), repeat
-        ),
+    def record_metrics() -> None:
+        request, response = new_exchange()
+        http_metrics.process_request(request, response)
+        request.context.model, request.context.model_version = model.info.name, "1"
+        metrics.observe_decode(2e-5)
+        metrics.observe_preprocess(5e-4)
+        metrics.observe_inference(model.info.name, "1", images=1, infer_seconds=1e-4)
+        http_metrics.process_response(request, response, None, True)
+
+    def whole_request() -> None:
+        model.predict(preprocess.to_mnist(decode())[np.newaxis])
+
+    def decode() -> Image.Image:
+        return imaging.decode(payload, settings.max_image_pixels)
+
+    work = {
+        "multipart parse": (parse, new_request),
+        "decode": (decode, None),
         # On a freshly decoded image each time: Pillow caches some work (EXIF) per image.
-        "preprocess": cpu_microseconds(
-            lambda: preprocess.to_mnist(imaging.decode(payload, settings.max_image_pixels)),
-            repeat,
+        "preprocess": (lambda: preprocess.to_mnist(decode()), decode),
+        "inference": (lambda: model.predict(array), None),
+        "JSON answer": (
+            lambda: orjson.dumps(predict.describe(model.info, probabilities, None)),
+            None,
         ),
-        "inference": cpu_microseconds(lambda: model.predict(array), repeat),
-        "JSON answer": cpu_microseconds(
-            lambda: orjson.dumps(predict.describe(model.info, probabilities, None)), repeat
-        ),
+        "request log": (log_line, new_exchange),
+        "metrics": (record_metrics, new_exchange),
     }
-    whole = cpu_microseconds(_app_call(app, body, content_type, path), repeat)
-    whole -= cpu_microseconds(_environ_only(body, content_type, path), repeat)
-    split["preprocess"] -= split["decode"]
-    split["rest of the Falcon app"] = whole - sum(split.values())
-    split["app total"] = whole
-    return split
+    cold_repeat = max(50, repeat // 10)
+    warm: dict[str, float] = {}
+    cold: dict[str, float] = {}
+    for name, (action, baseline) in work.items():
+        warm[name] = cpu_microseconds(action, repeat)
+        cold[name] = cold_microseconds(action, whole_request, cold_repeat)
+        if baseline is not None:  # Only the stage: what it is built on is subtracted.
+            warm[name] -= cpu_microseconds(baseline, repeat)
+            cold[name] -= cold_microseconds(baseline, whole_request, cold_repeat)
+    call = _app_call(app, body, content_type, path)
+    environ_only = _environ_only(body, content_type, path)
+    for split, total in (
+        (warm, cpu_microseconds(call, repeat) - cpu_microseconds(environ_only, repeat)),
+        (cold, cold_microseconds(call, whole_request, cold_repeat)
+         - cold_microseconds(environ_only, whole_request, cold_repeat)),
+    ):  # fmt: skip
+        split["rest of the Falcon app"] = total - sum(split.values())
+        split["app total"] = total
+    return {"warm": warm, "cold": cold}
+
+
+def _silent_access_log() -> requestlog.RequestLog:
+    """The request log middleware, writing its lines (as in a worker) to /dev/null."""
+    handler = requestlog.StderrLines()
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (open for the process's life)
+    logger = logging.getLogger("bench.breakdown.access")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return requestlog.RequestLog(logger)
 
 
 def gunicorn_cpu_per_request(
@@ -164,17 +228,20 @@ def main() -> None:
         "png 28x28": (samples.png_28(digit), "image/png"),
         "jpeg 300x300": (samples.photo_jpeg(digit), "image/jpeg"),
     }
-    columns: dict[str, dict[str, Any]] = {}
+    columns: dict[str, dict[str, float]] = {}
     for name, (payload, part_type) in payloads.items():
-        columns[name] = stages(
+        split = stages(
             payload, part_type, settings, repository, app, arguments.model, arguments.repeat
         )
         if not arguments.no_gunicorn:
             worker = gunicorn_cpu_per_request(
                 arguments.model_dir, payload, part_type, arguments.model, arguments.seconds
             )
-            columns[name]["gunicorn HTTP + kernel"] = worker - columns[name]["app total"]
-            columns[name]["worker total"] = worker
+            for column in split.values():
+                column["gunicorn HTTP + kernel"] = worker - column["app total"]
+                column["worker total"] = worker
+        for kind, column in split.items():
+            columns[f"{name} {kind}"] = column
     rows = list(next(iter(columns.values())))
     print("| stage | " + " | ".join(f"{name} us" for name in columns) + " |")
     print("|---|" + "---:|" * len(columns))

@@ -1,5 +1,6 @@
 """The limit: the same work as the service (decode, preprocess, onnxruntime) with no HTTP,
-one single-threaded process per core, all running at once.
+one single-threaded process per core, all running at once. As gunicorn.conf.py does for the
+workers, each process keeps to a CPU of its own and numpy's OpenBLAS gets one thread.
 
 ``python -m bench.inprocess --seconds 5`` prints images/s and CPU ms per image for each
 workload.
@@ -22,6 +23,8 @@ from serve import imaging, preprocess
 from serve.runtime import ModelRepository
 from serve.settings import DEFAULT_MODEL_DIR, Settings
 
+BLAS_THREADS = "OPENBLAS_NUM_THREADS"
+
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
@@ -35,9 +38,16 @@ class Workload:
 
 
 def _worker(
-    workload: Workload, model_dir: Path, seconds: float, barrier: Barrier, results: object
+    workload: Workload,
+    model_dir: Path,
+    seconds: float,
+    barrier: Barrier,
+    results: object,
+    cpu: int | None,
 ) -> None:
     """Loop over the workload for ``seconds`` after every process is ready; put the count."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     repository = ModelRepository.load(model_dir, workload.model, "cpu", 1)
     repository.warm_up()
     model = repository.get(workload.model)
@@ -55,8 +65,8 @@ def _worker(
             image = imaging.decode(workload.payload, max_pixels)
             model.predict(preprocess.to_mnist(image)[np.newaxis])
         count += 1
-    cpu = time.process_time() - cpu_started
-    results.put((count * workload.batch, cpu))  # type: ignore[attr-defined]
+    spent = time.process_time() - cpu_started
+    results.put((count * workload.batch, spent))  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,15 +87,28 @@ def measure(
     """Images per second and CPU per image of ``workload`` run by ``processes`` (default:
     one per core) single-threaded processes at once."""
     processes = processes or os.cpu_count() or 1
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     results = context.Queue()
     workers = [
-        context.Process(target=_worker, args=(workload, model_dir, seconds, barrier, results))
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
+        context.Process(
+            target=_worker,
+            args=(workload, model_dir, seconds, barrier, results,
+                  cpus[index] if processes <= len(cpus) else None),
+        )
+        for index in range(processes)
+    ]  # fmt: skip
+    blas = os.environ.get(BLAS_THREADS)
+    os.environ[BLAS_THREADS] = "1"  # Read by each new process when it imports numpy.
+    try:
+        for worker in workers:
+            worker.start()
+    finally:
+        if blas is None:
+            del os.environ[BLAS_THREADS]
+        else:
+            os.environ[BLAS_THREADS] = blas
     counts = [results.get(timeout=seconds + 120) for _ in workers]
     for worker in workers:
         worker.join()

@@ -82,6 +82,31 @@ def test_two_workers_ready_with_both_models(server: GunicornServer) -> None:
     )
 
 
+def test_each_worker_keeps_to_a_cpu_of_its_own(server: GunicornServer) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("two workers are pinned only with at least two CPUs")
+    cpus = [os.sched_getaffinity(pid) for pid in server.worker_pids()]
+    assert [len(held) for held in cpus] == [1, 1]
+    assert cpus[0] != cpus[1]
+
+
+def test_post_fork_gives_each_worker_its_share_of_blas_threads() -> None:
+    """numpy is imported after the hook, so the variable it sets decides OpenBLAS's pool."""
+    script = (
+        "import logging, os, runpy, types\n"
+        "os.environ.pop('OPENBLAS_NUM_THREADS', None)\n"
+        "hooks = runpy.run_path('gunicorn.conf.py')\n"
+        "log = types.SimpleNamespace(error_log=logging.getLogger('gunicorn.error'))\n"
+        "server = types.SimpleNamespace(num_workers=2, log=log)\n"
+        "hooks['post_fork'](server, types.SimpleNamespace(cpu=None))\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'])\n"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.strip() == str(max(1, (os.cpu_count() or 1) // 2))
+
+
 def test_multipart_upload(server: GunicornServer, local: ModelRepository) -> None:
     status, body = post_files(server.base_url + "/predict", [("file", "seven.png", SEVEN)])
     assert status == 200
