@@ -50,20 +50,6 @@ def cpu_microseconds(action: Callable[[], object], repeat: int, chunks: int = 5)
     return best * 1e6
 
 
-def cold_microseconds(
-    action: Callable[[], object], evict: Callable[[], object], repeat: int
-) -> float:
-    """Thread CPU time of one call of ``action`` made right after ``evict`` (which runs other
-    work through the CPU caches), in microseconds: the median of ``repeat`` such calls."""
-    spent = []
-    for _ in range(repeat):
-        evict()
-        started = time.thread_time_ns()
-        action()
-        spent.append(time.thread_time_ns() - started)
-    return float(np.median(spent)) / 1000.0
-
-
 def _start_response(
     status: str, headers: list[tuple[str, str]], exc_info: object = None
 ) -> Callable[[bytes], object]:
@@ -101,8 +87,8 @@ def _environ_only(body: bytes, content_type: str, path: str) -> Callable[[], Non
 def stages(
     payload: bytes, content_type_of_part: str, settings: Settings, repository: ModelRepository,
     app: falcon.App, model_name: str, repeat: int,
-) -> dict[str, dict[str, float]]:  # fmt: skip
-    """CPU microseconds of each stage of one request carrying ``payload``, warm and cold."""
+) -> dict[str, float]:  # fmt: skip
+    """CPU microseconds of each stage of one request carrying ``payload``."""
     body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
     limits = uploads.UploadLimits.from_settings(settings)
     model = repository.get(model_name)
@@ -138,9 +124,6 @@ def stages(
         metrics.observe_inference(model.info.name, "1", images=1, infer_seconds=1e-4)
         http_metrics.process_response(request, response, None, True)
 
-    def whole_request() -> None:
-        model.predict(preprocess.to_mnist(decode())[np.newaxis])
-
     def decode() -> Image.Image:
         return imaging.decode(payload, settings.max_image_pixels)
 
@@ -157,25 +140,16 @@ def stages(
         "request log": (log_line, new_exchange),
         "metrics": (record_metrics, new_exchange),
     }
-    cold_repeat = max(50, repeat // 10)
-    warm: dict[str, float] = {}
-    cold: dict[str, float] = {}
+    split: dict[str, float] = {}
     for name, (action, baseline) in work.items():
-        warm[name] = cpu_microseconds(action, repeat)
-        cold[name] = cold_microseconds(action, whole_request, cold_repeat)
+        split[name] = cpu_microseconds(action, repeat)
         if baseline is not None:  # Only the stage: what it is built on is subtracted.
-            warm[name] -= cpu_microseconds(baseline, repeat)
-            cold[name] -= cold_microseconds(baseline, whole_request, cold_repeat)
-    call = _app_call(app, body, content_type, path)
-    environ_only = _environ_only(body, content_type, path)
-    for split, total in (
-        (warm, cpu_microseconds(call, repeat) - cpu_microseconds(environ_only, repeat)),
-        (cold, cold_microseconds(call, whole_request, cold_repeat)
-         - cold_microseconds(environ_only, whole_request, cold_repeat)),
-    ):  # fmt: skip
-        split["rest of the Falcon app"] = total - sum(split.values())
-        split["app total"] = total
-    return {"warm": warm, "cold": cold}
+            split[name] -= cpu_microseconds(baseline, repeat)
+    whole = cpu_microseconds(_app_call(app, body, content_type, path), repeat)
+    whole -= cpu_microseconds(_environ_only(body, content_type, path), repeat)
+    split["rest of the Falcon app"] = whole - sum(split.values())
+    split["app total"] = whole
+    return split
 
 
 def _silent_access_log() -> requestlog.RequestLog:
@@ -196,7 +170,8 @@ def gunicorn_cpu_per_request(
     thread, wrk at concurrency 1), from the worker's /proc utime + stime."""
     body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
     route = Route("predict", "POST", f"/predict?model={model_name}", body, content_type)
-    one_thread = {"MNIST_INTRA_OP_THREADS": "1"}  # As the stages above, and as 2 workers get.
+    # One thread for onnxruntime and for numpy's OpenBLAS: as the stages above, as 2 workers get.
+    one_thread = {"MNIST_INTRA_OP_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with (
         tempfile.TemporaryDirectory() as folder,
         gunicorn_server(model_dir, 1, env=one_thread) as server,
@@ -218,6 +193,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="of wrk against gunicorn")
     parser.add_argument("--no-gunicorn", action="store_true")
     arguments = parser.parse_args()
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        print("warning: set OPENBLAS_NUM_THREADS=1, or numpy's threads are counted in the stages")
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
     settings = Settings(model_dir=arguments.model_dir, providers="cpu", intra_op_threads=1)
     repository = ModelRepository.load(settings.model_dir, arguments.model, "cpu", 1)
@@ -230,18 +207,15 @@ def main() -> None:
     }
     columns: dict[str, dict[str, float]] = {}
     for name, (payload, part_type) in payloads.items():
-        split = stages(
+        columns[name] = stages(
             payload, part_type, settings, repository, app, arguments.model, arguments.repeat
         )
         if not arguments.no_gunicorn:
             worker = gunicorn_cpu_per_request(
                 arguments.model_dir, payload, part_type, arguments.model, arguments.seconds
             )
-            for column in split.values():
-                column["gunicorn HTTP + kernel"] = worker - column["app total"]
-                column["worker total"] = worker
-        for kind, column in split.items():
-            columns[f"{name} {kind}"] = column
+            columns[name]["gunicorn HTTP + kernel"] = worker - columns[name]["app total"]
+            columns[name]["worker total"] = worker
     rows = list(next(iter(columns.values())))
     print("| stage | " + " | ".join(f"{name} us" for name in columns) + " |")
     print("|---|" + "---:|" * len(columns))

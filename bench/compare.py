@@ -6,13 +6,15 @@ whatever else the machine does hits every variant alike.
         --variant 'gthread=--worker-class gthread --threads 1'
 
 A variant is ``NAME=[VAR=value ...] [gunicorn arguments ...]``. Prints req/s, worker CPU per
-request and latency of each round, for /predict (28x28 PNG) and /health/live.
+request and latency of each round, for /predict (28x28 PNG) and /health/live, then each
+variant's median and best; on a shared machine compare medians of many short rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import tempfile
 import time
 from contextlib import ExitStack
@@ -90,6 +92,16 @@ def main() -> None:
             + " | p50/p99 ms "
             + ", ".join(f"{result.p50_ms:.1f}/{result.p99_ms:.1f}" for result in taken)
             + f" | errors {sum(result.errors for result in taken)}"
+        )
+    print()
+    print("| variant | route | median req/s | best req/s | median worker CPU ms/req |")
+    print("|---|---|---:|---:|---:|")
+    for (name, route_name), taken in runs.items():
+        rates = [result.requests_per_second for result in taken]
+        cpu = [result.worker_cpu_ms or 0.0 for result in taken]
+        print(
+            f"| {name} | {route_name} | {statistics.median(rates):.0f} | {max(rates):.0f} "
+            f"| {statistics.median(cpu):.3f} |"
         )
 
 
