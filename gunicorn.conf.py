@@ -54,8 +54,8 @@ if os.path.isdir("/dev/shm"):
 
 
 # Each worker keeps to a CPU of its own while there are no more workers than CPUs, so that
-# its caches stay warm between requests (3% more /predict requests/s on 2 cores,
-# bench/compare.py, Performance in the README). PIN_WORKERS=0 leaves placement to the kernel.
+# its caches stay warm between requests (2-3% more /predict requests/s on 2 cores,
+# Performance in the README). PIN_WORKERS=0 leaves placement to the kernel.
 def pre_fork(server: Any, worker: Any) -> None:
     """In the master, before a worker forks: give it (``worker.cpu``) the CPU that the fewest
     live workers hold (none when pinning is off or there are more workers than CPUs). While

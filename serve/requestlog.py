@@ -57,8 +57,10 @@ def write_line(logger: logging.Logger, line: str) -> None:
     """Log ``line`` at INFO on ``logger``. While the logger has nothing but its
     :class:`StderrLines` handler and no filters, the line is written to that handler's stream
     directly: the same bytes, without the logging machinery (LogRecord, caller lookup,
-    formatting), which costs 30-40 us per request in a busy worker (Performance in the
+    formatting), 9 us instead of 31 us of CPU per request in a worker (Performance in the
     README). Any other set-up goes through logging as usual."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     handlers = logger.handlers
     if len(handlers) == 1 and not logger.filters:
         handler = handlers[0]
