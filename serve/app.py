@@ -8,7 +8,7 @@ import falcon
 import falcon.media
 import orjson
 
-from serve import errors, health, metrics, openapi, page, predict, requestlog, v2
+from serve import errors, health, imaging, metrics, openapi, page, predict, requestlog, v2
 from serve.runtime import ModelRepository
 from serve.settings import Settings
 
@@ -29,6 +29,7 @@ def create_app(
             settings.intra_op_threads,
         )
         repository.warm_up()
+    imaging.load_decoders()
     app = falcon.App()
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler

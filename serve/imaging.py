@@ -72,6 +72,12 @@ def _open(data: bytes) -> Image.Image:
         raise InvalidImage(f"not a readable image: {ex}") from ex
 
 
+def load_decoders() -> None:
+    """Import Pillow's format plugins now, as the first decode would (tens of ms), so that a
+    worker pays for it before it takes requests."""
+    Image.init()
+
+
 def decode(data: bytes, max_pixels: int) -> Image.Image:
     """Decode ``data`` (an encoded PNG, JPEG, GIF (first frame), BMP, TIFF or WebP) into a
     loaded Pillow image, in memory.
