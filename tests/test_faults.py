@@ -23,7 +23,14 @@ import pytest
 from PIL import Image
 
 from tests.fakes import write_fake_model
-from tests.servers import GunicornServer, encode_multipart, get_json, gunicorn_server, request
+from tests.servers import (
+    GunicornServer,
+    assert_on_cpus_of_their_own,
+    encode_multipart,
+    get_json,
+    gunicorn_server,
+    request,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -105,15 +112,6 @@ def _served_version(server: GunicornServer) -> str:
     return str(metadata["versions"][0])
 
 
-def _assert_on_cpus_of_their_own(server: GunicornServer) -> None:
-    """With at least as many CPUs as workers, each worker is pinned to a different one."""
-    pids = server.worker_pids()
-    if len(os.sched_getaffinity(0)) >= len(pids):
-        cpus = [os.sched_getaffinity(pid) for pid in pids]
-        assert all(len(held) == 1 for held in cpus), cpus
-        assert len(set().union(*cpus)) == len(pids), cpus
-
-
 def test_a_killed_worker_loses_only_its_request_and_is_replaced(fake_models: Path) -> None:
     with gunicorn_server(fake_models, workers=2) as server:
         workers = server.worker_pids()
@@ -129,7 +127,7 @@ def test_a_killed_worker_loses_only_its_request_and_is_replaced(fake_models: Pat
         assert sum(failures.values()) <= 1, failures
         assert not any(key.startswith("5") for key in failures), failures
         assert workers[1] in server.worker_pids()
-        _assert_on_cpus_of_their_own(server)  # The new worker took the CPU the old one held.
+        assert_on_cpus_of_their_own(server)  # The new worker took the CPU the old one held.
         body, content_type = _digit_upload()
         for _ in range(10):
             status, _, _ = request(
@@ -159,7 +157,7 @@ def test_sighup_reloads_models_without_dropping_requests(fake_models: Path, tmp_
             load.wait_for(30)
         assert load.failures() == {}
         assert _served_version(server) == "2"
-        _assert_on_cpus_of_their_own(server)
+        assert_on_cpus_of_their_own(server)
 
 
 def _start_slow_upload(base_url: str, body: bytes, content_type: str) -> socket.socket:

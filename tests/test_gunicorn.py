@@ -18,7 +18,15 @@ from PIL import Image, ImageDraw
 from serve import imaging, preprocess
 from serve.runtime import ModelRepository
 from tests.images import encoded
-from tests.servers import ROOT, GunicornServer, get_json, gunicorn_server, post_files, request
+from tests.servers import (
+    ROOT,
+    GunicornServer,
+    assert_on_cpus_of_their_own,
+    get_json,
+    gunicorn_server,
+    post_files,
+    request,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +93,7 @@ def test_two_workers_ready_with_both_models(server: GunicornServer) -> None:
 def test_each_worker_keeps_to_a_cpu_of_its_own(server: GunicornServer) -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("two workers are pinned only with at least two CPUs")
-    cpus = [os.sched_getaffinity(pid) for pid in server.worker_pids()]
-    assert [len(held) for held in cpus] == [1, 1]
-    assert cpus[0] != cpus[1]
+    assert_on_cpus_of_their_own(server)
 
 
 def test_post_fork_gives_each_worker_its_share_of_blas_threads() -> None:
