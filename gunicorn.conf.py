@@ -82,9 +82,10 @@ def post_fork(server: Any, worker: Any) -> None:
     # numpy's OpenBLAS (not loaded yet: the app is imported after this hook) would start a
     # thread per CPU in every worker and oversubscribe the cores: a 300x300 photo's
     # resampling product ran 2.6x slower that way. Each worker gets its share, as onnxruntime.
-    share = max(1, (os.cpu_count() or 1) // max(1, server.num_workers))
+    from serve.settings import threads_per_worker
+
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(variable, str(share))
+        os.environ.setdefault(variable, str(threads_per_worker()))
     app_logger = logging.getLogger("serve")
     app_logger.setLevel(server.log.error_log.level)
     app_logger.handlers = list(server.log.error_log.handlers)

@@ -11,9 +11,9 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
 
-def _default_threads(environ: Mapping[str, str] | None = None) -> int:
-    """Intra-op threads so that gunicorn workers (``WEB_CONCURRENCY``, which
-    gunicorn.conf.py sets) x threads = cores; at least 1."""
+def threads_per_worker(environ: Mapping[str, str] | None = None) -> int:
+    """Threads per worker (onnxruntime intra-op, numpy's BLAS) so that gunicorn workers
+    (``WEB_CONCURRENCY``, which gunicorn.conf.py sets) x threads = cores; at least 1."""
     env = os.environ if environ is None else environ
     cores = os.cpu_count() or 1
     try:
@@ -50,7 +50,7 @@ class Settings:
     #: (fails at start-up when CUDA cannot be had).
     providers: str = "auto"
     #: onnxruntime intra-op threads per session; default sized so workers x threads = cores.
-    intra_op_threads: int = dataclasses.field(default_factory=_default_threads)
+    intra_op_threads: int = dataclasses.field(default_factory=threads_per_worker)
     #: Largest request body accepted, in bytes (413 beyond, before the body is read).
     max_body_bytes: int = 10 * 1024 * 1024
     #: Largest decoded image, in pixels (413 beyond, checked from the header, before decoding).
@@ -66,7 +66,7 @@ class Settings:
         ``MNIST_MAX_FILES``, ...), keeping defaults for the rest; a bad value raises
         ValueError naming the variable."""
         env = os.environ if environ is None else environ
-        settings = cls(intra_op_threads=_default_threads(env))
+        settings = cls(intra_op_threads=threads_per_worker(env))
         for field in dataclasses.fields(cls):
             variable = f"MNIST_{field.name.upper()}"
             raw = env.get(variable, "").strip()
