@@ -17,7 +17,7 @@ bind = [f"0.0.0.0:{os.environ.get('PORT') or '8001'}"]
 # worker is gunicorn's own, except that it closes a connection whose request was read to its
 # end at once instead of waiting for the client to close first (serve/worker.py).
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
-worker_class = "serve.worker.SyncWorker"
+worker_class = "serve.worker.KeepAliveWorker"
 preload_app = False
 
 # The worker count is exported so that serve.settings sizes intra-op threads to

@@ -1,30 +1,71 @@
-"""gunicorn's sync worker, closing a finished connection at once and answering in one segment.
+"""A gunicorn worker that answers one request at a time, as the sync worker does, and keeps
+the client's connection open between requests (HTTP/1.1 keep-alive).
 
-gunicorn (>= 24) ends every sync-worker connection with ``util.close_graceful``: it sends FIN,
-then blocks on ``recv`` until the client closes too (up to 2 s), so that request bytes still
-unread cannot make the kernel answer RST and cut off the response. That wait is only needed
-when such bytes exist. Otherwise it keeps the worker from the next connection for a round trip
-to the client, and for the full 2 s when a client keeps its socket open after the answer
-(tests/test_worker.py). This worker closes at once when the request was read to its end and
-nothing else waits, and keeps gunicorn's lingering close for every other case (a body answered
-before it was read, such as a 413, or bytes already waiting in the socket).
+gunicorn's sync worker closes every connection after one answer, so each request costs a new
+TCP connection: connect, accept and close on both sides. This worker has no threads and no
+event loop for requests either; it waits on one selector holding the listening sockets and the
+idle kept connections, and serves a single request from whichever is ready, then waits again.
+A slow request still holds the worker, as in the sync worker: put it behind a buffering proxy
+(README, Slow clients). The rules:
 
-It also corks the socket while gunicorn writes the answer, so that the status line and
-headers, which gunicorn sends on their own, leave in one TCP segment with the body.
+- A connection is kept when the client allows it (HTTP/1.1, or ``Connection: keep-alive``),
+  the request was read to its end, the worker is not shutting down, the connection has served
+  fewer than ``MAX_REQUESTS_PER_CONNECTION`` requests (so that connections come back through
+  ``accept`` now and then and spread over the workers) and the worker holds fewer than
+  ``worker_connections`` (gunicorn setting) kept connections. The answer says which.
+- A kept connection that stays idle for ``keepalive`` seconds (gunicorn setting) is closed;
+  so is a new connection that sends nothing for as long. Until its first bytes arrive, a new
+  connection waits in the selector too, so a client that connects ahead of its request (a
+  browser's preconnect) does not hold the worker. ``--keep-alive 0`` turns all of this off:
+  every connection is then served at once and closed after one answer, as the sync worker
+  does.
+- A request sent behind another on the same connection (pipelining) is answered next, in order.
+- When a connection ends after a request that was read to its end, with nothing else waiting,
+  it is closed at once. Otherwise gunicorn's lingering close (``util.close_graceful``) lets the
+  client read the answer before unread request bytes could make the kernel reset it.
+- The socket is corked while an answer is written, so the status line and headers, which
+  gunicorn sends on their own, leave in one TCP segment with the body.
+- On SIGTERM the request in progress and any already waiting are answered, then the idle
+  connections are closed.
 
-Use it with ``worker_class = "serve.worker.SyncWorker"`` (``gunicorn.conf.py`` does).
+Use it with ``worker_class = "serve.worker.KeepAliveWorker"`` (``gunicorn.conf.py`` does).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import datetime
+import errno
+import io
+import os
+import selectors
 import socket
+import ssl
+import time
 from typing import Any
 
+from gunicorn import http, sock, util
+from gunicorn.http import wsgi
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import sync
 
+from serve.balance import ConnectionTally
+
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+#: A connection is closed after this many requests, so that a client holding connections
+#: open for good still has them spread over the workers by ``accept`` from time to time.
+MAX_REQUESTS_PER_CONNECTION = 100
+#: How long the worker may wait in its selector before it tells the arbiter it is alive.
+_MAX_WAIT = 1.0
+#: A worker holding more connections than another leaves a new one to it, looking again
+#: every ``_DEFER_PAUSE`` seconds, and takes it itself after ``_MAX_DEFER`` seconds (the
+#: other worker may be busy with a long request).
+_DEFER_PAUSE = 0.002
+_MAX_DEFER = 0.02
+#: Connections held per worker, shared by the master's forks (serve/balance.py).
+TALLY = ConnectionTally()
 
 
 def body_read_to_end(req: Any) -> bool:
@@ -56,17 +97,297 @@ def cork(client: socket.socket, on: bool) -> None:
             client.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(on))
 
 
-class SyncWorker(sync.SyncWorker):
-    """gunicorn's sync worker with the quick close and the corked answer described above."""
+def buffered(parser: Any) -> bool:
+    """Whether the parser already holds bytes of a next request (pipelined behind the last)."""
+    buffer: io.BytesIO = parser.unreader.buf
+    return buffer.seek(0, io.SEEK_END) > 0
 
-    def handle_request(self, listener: Any, req: Any, client: socket.socket, addr: Any) -> None:
-        """Answer the request as gunicorn does, then close the connection at once when the
-        request was read to its end and nothing else waits; gunicorn's lingering close,
-        which runs next, finds the socket closed and has nothing left to do."""
-        cork(client, True)
+
+@dataclasses.dataclass(eq=False)
+class Connection:
+    """One client connection and its request parser, which lives as long as the connection."""
+
+    client: socket.socket
+    address: Any
+    listener: socket.socket
+    parser: Any
+    served: int = 0
+    idle_since: float = 0.0
+
+
+class KeepAliveWorker(sync.SyncWorker):
+    """gunicorn's sync worker, one request at a time, with kept connections (module doc)."""
+
+    def run(self) -> None:
+        """Wait on the listeners and the kept connections; serve whichever is ready."""
+        self._selector = selectors.DefaultSelector()
+        self._idle: collections.OrderedDict[socket.socket, Connection] = collections.OrderedDict()
+        self._held = 0  # Connections open: the idle ones and the one being served.
+        self._deferring_since: float | None = None
+        self._listening_again_at: float | None = None
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self._listen()
+        self._selector.register(self.PIPE[0], selectors.EVENT_READ, None)
+        TALLY.join(self.age)
+        self.log.debug("Worker %s accepting, keep-alive %s s", os.getpid(), self.cfg.keepalive)
         try:
-            super().handle_request(listener, req, client, addr)
+            while self.alive:
+                self.notify()
+                TALLY.publish(self._held)
+                again = self._listening_again_at
+                if again is not None and time.monotonic() >= again:
+                    self._listen()
+                ready = self._selector.select(self._wait_seconds())
+                self._handle(ready)
+                self._close_expired()
+                if not self.is_parent_alive():
+                    break
+            self._finish()
         finally:
-            cork(client, False)
-        if body_read_to_end(req) and not bytes_waiting(client):
+            TALLY.leave()
+            self._selector.close()
+
+    def _handle(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
+        """Serve the ready connections and accept from the ready listeners."""
+        listening = self._listening_again_at is None
+        accepting = False
+        for key, _ in ready:
+            if key.data is None:
+                self._drain_wake_pipe()
+            elif isinstance(key.data, Connection):
+                self._resume(key.data)
+            elif self._listening_again_at is None:  # Not paused by an earlier listener.
+                accepting = True
+                if self._may_accept():
+                    self._accept(key.data)
+                else:
+                    self._pause_listening()
+        if listening and not accepting:
+            self._deferring_since = None  # No connection was waiting for this worker.
+
+    def _may_accept(self) -> bool:
+        """Whether to take a waiting connection: when no other worker holds fewer, or when
+        those that do have left it waiting ``_MAX_DEFER`` seconds."""
+        fewest = TALLY.fewest_elsewhere()
+        if fewest is None or self._held <= fewest:
+            self._deferring_since = None
+            return True
+        now = time.monotonic()
+        if self._deferring_since is None:
+            self._deferring_since = now
+        if now - self._deferring_since >= _MAX_DEFER:
+            self._deferring_since = None
+            return True
+        return False
+
+    def _listen(self) -> None:
+        """Watch the listening sockets (again)."""
+        for listener in self.sockets:
+            self._selector.register(listener, selectors.EVENT_READ, listener)
+        self._listening_again_at = None
+
+    def _pause_listening(self) -> None:
+        """Stop watching the listening sockets for ``_DEFER_PAUSE`` seconds."""
+        for listener in self.sockets:
+            self._selector.unregister(listener)
+        self._listening_again_at = time.monotonic() + _DEFER_PAUSE
+
+    def _wait_seconds(self) -> float:
+        """Until the oldest idle connection expires or the listeners are watched again, at
+        most ``_MAX_WAIT``."""
+        deadlines = [time.monotonic() + _MAX_WAIT]
+        if self._idle:
+            oldest = next(iter(self._idle.values()))
+            deadlines.append(oldest.idle_since + self.cfg.keepalive)
+        if self._listening_again_at is not None:
+            deadlines.append(self._listening_again_at)
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _released(self) -> None:
+        """One connection fewer: tell the other workers."""
+        self._held -= 1
+        TALLY.publish(self._held)
+
+    def _drain_wake_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self.PIPE[0], 64)
+
+    def _accept(self, listener: socket.socket) -> None:
+        """Take one new connection (another worker may have taken it first) and serve its
+        request, or hold it until the request arrives."""
+        try:
+            client, address = listener.accept()
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        client.setblocking(True)
+        util.close_on_exec(client)
+        try:
+            if self.cfg.is_ssl:
+                client = sock.ssl_wrap_socket(client, self.cfg)
+            parser = http.get_parser(self.cfg, client, address)
+        except BaseException as error:  # A failed TLS handshake, for one.
+            self.handle_error(None, client, address, error)
+            util.close_graceful(client)
+            return
+        self._held += 1
+        TALLY.publish(self._held)
+        connection = Connection(client, address, listener, parser)
+        if self.cfg.keepalive > 0 and not bytes_waiting(client):
+            self._keep(connection)  # Connected ahead of its request (a browser's preconnect).
+        else:
+            self._serve(connection)
+
+    def _resume(self, connection: Connection) -> None:
+        """A kept connection became readable: its next request (or its close) is here."""
+        self._selector.unregister(connection.client)
+        del self._idle[connection.client]
+        self._serve(connection)
+
+    def _serve(self, connection: Connection) -> None:
+        """Answer the connection's requests while they are already here, then keep it idle
+        or close it."""
+        keep = self._serve_one(connection)
+        while keep and buffered(connection.parser):
+            keep = self._serve_one(connection)
+        if keep:
+            self._keep(connection)
+
+    def _keep(self, connection: Connection) -> None:
+        """Hold the connection idle until its next request, for ``keepalive`` seconds."""
+        connection.idle_since = time.monotonic()
+        self._idle[connection.client] = connection
+        self._selector.register(connection.client, selectors.EVENT_READ, connection)
+
+    def _serve_one(self, connection: Connection) -> bool:
+        """Read and answer one request; True when the connection stays open for another.
+        Errors are answered and logged as gunicorn's sync worker does, and end the
+        connection."""
+        client, address = connection.client, connection.address
+        req = None
+        try:
+            req = next(connection.parser)
+            keep = self.answer(connection, req)
+        except http.errors.NoMoreData as error:
+            self.log.debug("Ignored premature client disconnection. %s", error)
+            keep = False
+        except StopIteration as error:
+            self.log.debug("Closing connection. %s", error)
+            keep = False
+        except ssl.SSLError as error:
+            if error.args[0] != ssl.SSL_ERROR_EOF:
+                self.handle_error(req, client, address, error)
+            keep = False
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            else:
+                self.log.debug("Ignoring socket error: %s", error)
+            keep = False
+        except BaseException as error:
+            self.handle_error(req, client, address, error)
+            keep = False
+        if not keep:
+            self._close(connection, req)
+        return keep
+
+    def answer(self, connection: Connection, req: Any) -> bool:
+        """Answer one parsed request as gunicorn's sync worker does (hooks, access log,
+        max_requests), but with the answer corked and the connection kept when the rules
+        allow; True when it is kept."""
+        environ: dict[str, Any] = {}
+        resp = None
+        connection.served += 1
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.datetime.now()
+            resp, environ = wsgi.create(
+                req, connection.client, connection.address,
+                connection.listener.getsockname(), self.cfg,
+            )  # fmt: skip
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            cork(connection.client, True)
+            try:
+                respiter = self.wsgi(environ, resp.start_response)
+                try:
+                    # Decided after the app ran (it reads the body) and before the headers
+                    # are written (they say whether the connection stays open).
+                    if not self._may_keep(connection, req):
+                        resp.force_close()
+                    if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                        resp.write_file(respiter)
+                    else:
+                        for item in respiter:
+                            resp.write(item)
+                    resp.close()
+                finally:
+                    self.log.access(resp, req, environ, datetime.datetime.now() - request_start)
+                    if hasattr(respiter, "close"):
+                        respiter.close()
+            finally:
+                cork(connection.client, False)
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # Writing a 500 after the answer began would corrupt it: drop the connection.
+                self.log.exception("Error handling request")
+                return False
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return not resp.should_close()
+
+    def _may_keep(self, connection: Connection, req: Any) -> bool:
+        """Whether the rules (module doc) let this connection stay open after this request."""
+        return (
+            self.alive
+            and self.cfg.keepalive > 0
+            and not self.cfg.is_ssl
+            and connection.served < MAX_REQUESTS_PER_CONNECTION
+            and len(self._idle) < self.cfg.worker_connections
+            and body_read_to_end(req)
+        )
+
+    def _close(self, connection: Connection, req: Any) -> None:
+        """Close at once when the request was read to its end and nothing else waits;
+        otherwise linger as gunicorn does, so the client can still read the answer."""
+        self._released()
+        client = connection.client
+        finished = req is not None and body_read_to_end(req) and not buffered(connection.parser)
+        if finished and not bytes_waiting(client):
             client.close()
+            return
+        util.close_graceful(client)
+
+    def _close_expired(self) -> None:
+        """Close the kept connections idle for ``keepalive`` seconds or more."""
+        deadline = time.monotonic() - self.cfg.keepalive
+        while self._idle:
+            client, connection = next(iter(self._idle.items()))
+            if connection.idle_since > deadline:
+                break
+            del self._idle[client]
+            self._selector.unregister(client)
+            client.close()
+            self._released()
+
+    def _finish(self) -> None:
+        """Shutting down: answer the requests already waiting on kept connections (their
+        answers say ``Connection: close``), then close the rest."""
+        with contextlib.suppress(OSError):
+            for key, _ in self._selector.select(0):
+                if isinstance(key.data, Connection):
+                    self._resume(key.data)
+        for client in list(self._idle):
+            self._selector.unregister(client)
+            client.close()
+        self._idle.clear()

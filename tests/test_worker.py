@@ -1,24 +1,35 @@
-"""The sync worker's connection close (serve/worker.py), through real gunicorn, one worker."""
+"""The keep-alive worker (serve/worker.py), through real gunicorn with a single worker, so
+that anything holding the worker shows at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from serve.worker import MAX_REQUESTS_PER_CONNECTION
 from tests.servers import GunicornServer, get_json, gunicorn_server
 
 pytestmark = pytest.mark.slow
 
+#: The server's keep-alive timeout, short so that the expiry test is quick.
+KEEPALIVE_SECONDS = 1
+LIVE = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+READY = b"GET /health/ready HTTP/1.1\r\nHost: test\r\n\r\n"
+
 
 @pytest.fixture(scope="module")
 def server(fake_models: Path) -> Iterator[GunicornServer]:
-    """gunicorn with a single worker: anything that holds it shows at once."""
-    with gunicorn_server(fake_models, workers=1) as running:
+    with gunicorn_server(
+        fake_models, workers=1, args=["--keep-alive", str(KEEPALIVE_SECONDS)]
+    ) as running:
         yield running
 
 
@@ -27,30 +38,144 @@ def connect(server: GunicornServer) -> socket.socket:
     return socket.create_connection((address.hostname, address.port), timeout=10)
 
 
-def read_to_end(client: socket.socket) -> bytes:
-    chunks = []
-    while chunk := client.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+class Answers:
+    """Reads HTTP/1.1 answers (with Content-Length) one after another off one socket."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.pending = b""
+
+    def _fill(self) -> None:
+        chunk = self.client.recv(65536)
+        if not chunk:
+            raise EOFError("the server closed the connection")
+        self.pending += chunk
+
+    def next(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of the next answer."""
+        while b"\r\n\r\n" not in self.pending:
+            self._fill()
+        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in map(_split, lines)}
+        length = int(headers["content-length"])
+        while len(self.pending) < length:
+            self._fill()
+        body, self.pending = self.pending[:length], self.pending[length:]
+        return int(status_line.split()[1]), headers, body
+
+    def closed(self) -> bool:
+        """True when the server closed the connection with nothing more to read."""
+        return not self.pending and self.client.recv(1) == b""
 
 
-def test_a_client_keeping_its_socket_open_does_not_hold_the_worker(
-    server: GunicornServer,
-) -> None:
-    """gunicorn's lingering close would keep the only worker waiting (2 s) for this client
-    to close; the request was read to its end, so the worker closes and moves on."""
-    with connect(server) as idle:
-        idle.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
-        assert read_to_end(idle).startswith(b"HTTP/1.1 200")
-        # `idle` stays open while another client asks, with less patience than the linger.
-        status, body = get_json(server.base_url + "/health/live", timeout=1.5)
+def _split(line: str) -> tuple[str, str, str]:
+    return line.partition(":")
+
+
+def test_a_connection_is_kept_for_several_requests(server: GunicornServer) -> None:
+    with connect(server) as client:
+        answers = Answers(client)
+        for _ in range(3):
+            client.sendall(LIVE)
+            status, headers, body = answers.next()
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+            assert json.loads(body) == {"status": "live"}
+
+
+def test_a_post_with_its_body_keeps_the_connection(server: GunicornServer) -> None:
+    """An upload read to its end leaves the connection ready for the next request."""
+    upload = b"not an image"
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(upload), upload)
+    )
+    with connect(server) as client:
+        answers = Answers(client)
+        client.sendall(request)
+        status, headers, body = answers.next()
+        assert status == 400
+        assert headers["connection"] == "keep-alive"
+        assert json.loads(body)["description"]
+        client.sendall(LIVE)
+        assert answers.next()[0] == 200
+
+
+def test_an_idle_kept_connection_does_not_hold_the_worker(server: GunicornServer) -> None:
+    with connect(server) as idle, connect(server):
+        idle.sendall(LIVE)
+        assert Answers(idle).next()[0] == 200
+        # `idle` stays open after its answer and `silent` never sends: the only worker must
+        # still answer someone else.
+        status, body = get_json(server.base_url + "/health/live", timeout=KEEPALIVE_SECONDS / 2)
     assert status == 200
     assert body == {"status": "live"}
 
 
+def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
+    server: GunicornServer,
+) -> None:
+    with connect(server) as client, connect(server) as silent:
+        answers = Answers(client)
+        client.sendall(LIVE)
+        assert answers.next()[0] == 200
+        started = time.monotonic()
+        assert answers.closed()
+        assert silent.recv(1) == b""  # Connected but never asked: closed as well.
+        waited = time.monotonic() - started
+    assert KEEPALIVE_SECONDS * 0.8 <= waited < KEEPALIVE_SECONDS + 3
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health/live HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        b"GET /health/live HTTP/1.0\r\n\r\n",
+    ],
+    ids=["connection-close", "http-1.0"],
+)
+def test_a_client_that_does_not_keep_alive_gets_the_connection_closed(
+    server: GunicornServer, request_bytes: bytes
+) -> None:
+    with connect(server) as client:
+        answers = Answers(client)
+        client.sendall(request_bytes)
+        status, headers, _ = answers.next()
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert answers.closed()
+
+
+def test_pipelined_requests_are_answered_in_order(server: GunicornServer) -> None:
+    closing = b"GET /health/live HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    with connect(server) as client:
+        client.sendall(LIVE + READY + closing)
+        answers = Answers(client)
+        bodies = [json.loads(answers.next()[2]) for _ in range(3)]
+        assert answers.closed()
+    assert bodies[0] == bodies[2] == {"status": "live"}
+    assert "models" in bodies[1] or bodies[1].get("status") == "ready"
+
+
+def test_a_connection_is_closed_after_its_request_quota(server: GunicornServer) -> None:
+    """So that connections held open for good still pass through accept, and so spread
+    over the workers, now and then."""
+    with connect(server) as client:
+        answers = Answers(client)
+        for number in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
+            client.sendall(LIVE)
+            status, headers, _ = answers.next()
+            assert status == 200
+            expected = "close" if number == MAX_REQUESTS_PER_CONNECTION else "keep-alive"
+            assert headers["connection"] == expected, number
+        assert answers.closed()
+
+
 def test_an_answer_before_the_body_is_read_still_arrives_whole(server: GunicornServer) -> None:
-    """A 413 answered before its body arrived keeps gunicorn's lingering close, so the rest
-    of the body cannot make the kernel reset the connection over the answer."""
+    """A 413 answered before its body arrived closes the connection with gunicorn's lingering
+    close, so the rest of the body cannot make the kernel reset the connection over the
+    answer."""
     with connect(server) as client:
         client.sendall(
             b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
@@ -61,19 +186,69 @@ def test_an_answer_before_the_body_is_read_still_arrives_whole(server: GunicornS
                 client.sendall(bytes(65536))
             except OSError:
                 break
-        answer = read_to_end(client)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413")
+        status, headers, body = Answers(client).next()
+    assert status == 413
+    assert headers["connection"] == "close"
     assert json.loads(body)["description"]
 
 
-def test_pipelined_requests_get_the_first_answer_whole(server: GunicornServer) -> None:
-    """A sync worker answers one request per connection; a second one sent right behind it
-    must not cost the client the first answer."""
-    with connect(server) as client:
-        client.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n" * 2)
-        answer = read_to_end(client)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    assert b"connection: close" in head.lower()
-    assert json.loads(body) == {"status": "live"}
+def test_sigterm_does_not_wait_for_idle_connections(fake_models: Path) -> None:
+    """A kept connection idle at shutdown is closed at once, not after the keep-alive
+    timeout or gunicorn's graceful timeout."""
+    with (
+        gunicorn_server(fake_models, workers=1, args=["--keep-alive", "60"]) as running,
+        connect(running) as client,
+    ):
+        client.sendall(LIVE)
+        answers = Answers(client)
+        assert answers.next()[0] == 200
+        started = time.monotonic()
+        assert running.stop(timeout=15) == 0
+        assert answers.closed()
+    assert time.monotonic() - started < 5
+
+
+def test_keep_alive_0_closes_after_every_answer(fake_models: Path) -> None:
+    with (
+        gunicorn_server(fake_models, workers=1, args=["--keep-alive", "0"]) as running,
+        connect(running) as client,
+    ):
+        answers = Answers(client)
+        client.sendall(LIVE)
+        status, headers, _ = answers.next()
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert answers.closed()
+
+
+def _sockets_held(pid: int) -> int:
+    folder = Path(f"/proc/{pid}/fd")
+    held = 0
+    for descriptor in folder.iterdir():
+        with contextlib.suppress(OSError):
+            held += os.readlink(descriptor).startswith("socket:")
+    return held
+
+
+def test_kept_connections_are_spread_evenly_over_the_workers(fake_models: Path) -> None:
+    """wrk, a connection pool or a proxy opens its connections at once and keeps them: each
+    new one goes to the worker holding the fewest, so no worker idles while another queues."""
+    with gunicorn_server(fake_models, workers=2, env={"LOG_LEVEL": "debug"}) as running:
+        deadline = time.monotonic() + 30
+        while running.log().count("accepting, keep-alive") < 2:  # Both workers are up.
+            assert time.monotonic() < deadline, running.log()
+            time.sleep(0.05)
+        workers = running.worker_pids()
+        before = {pid: _sockets_held(pid) for pid in workers}
+        clients = []
+        try:
+            for _ in range(8):
+                client = connect(running)
+                clients.append(client)
+                client.sendall(LIVE)
+                assert Answers(client).next()[0] == 200
+            held = sorted(_sockets_held(pid) - before[pid] for pid in workers)
+        finally:
+            for client in clients:
+                client.close()
+    assert held == [4, 4]
