@@ -13,9 +13,10 @@ from typing import Any
 # Where to listen: every interface, on $PORT (the original project's 8001 by default).
 bind = [f"0.0.0.0:{os.environ.get('PORT') or '8001'}"]
 
-# One sync worker per core; each builds its own onnxruntime sessions after fork. The sync
-# worker is gunicorn's own, except that it closes a connection whose request was read to its
-# end at once instead of waiting for the client to close first (serve/worker.py).
+# One worker per core; each builds its own onnxruntime sessions after fork. The worker is
+# gunicorn's sync worker (one request at a time, no threads) that keeps a client's connection
+# open between requests and hands each new connection to the worker holding the fewest
+# (serve/worker.py).
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 worker_class = "serve.worker.KeepAliveWorker"
 preload_app = False
@@ -25,7 +26,8 @@ preload_app = False
 os.environ["WEB_CONCURRENCY"] = str(workers)
 
 # A worker silent for `timeout` seconds is killed and replaced; on SIGTERM, in-flight
-# requests get `graceful_timeout` seconds to finish.
+# requests get `graceful_timeout` seconds to finish. A kept connection idle for `keepalive`
+# seconds is closed (`--keep-alive 0`: one request per connection, as the sync worker).
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -29,17 +29,19 @@ class ConnectionTally:
         self._memory = mmap.mmap(-1, slots * _SLOT.size)  # MAP_SHARED: forks share it.
         self._slots = slots
         self._mine: int | None = None
+        self._pid = 0
 
     def join(self, number: int) -> None:
         """Take the slot of the worker numbered ``number`` (its gunicorn age), holding none."""
         self._mine = number % self._slots
+        self._pid = os.getpid()
         self.publish(0)
 
     def publish(self, connections: int) -> None:
         """Record that this worker holds ``connections`` connections, as of now."""
         if self._mine is not None:
             offset = self._mine * _SLOT.size
-            _SLOT.pack_into(self._memory, offset, os.getpid(), connections, time.monotonic())
+            _SLOT.pack_into(self._memory, offset, self._pid, connections, time.monotonic())
 
     def leave(self) -> None:
         """Give the slot back (the worker is exiting)."""

@@ -80,12 +80,13 @@ def body_read_to_end(req: Any) -> bool:
 
 
 def bytes_waiting(client: socket.socket) -> bool:
-    """Whether the client sent anything not read yet (or the socket cannot tell)."""
+    """Whether the client sent anything not read yet (or the socket cannot tell: a TLS
+    socket takes no flags)."""
     try:
         return bool(client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except BlockingIOError:
         return False
-    except OSError:
+    except (OSError, ValueError):
         return True
 
 
