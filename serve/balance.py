@@ -2,10 +2,11 @@
 a new connection goes to the worker holding the fewest (serve/worker.py).
 
 The table is an anonymous shared mapping made when gunicorn's master imports the worker class,
-so every worker forked from it sees the same memory. Each worker writes its own slot (its
-process id, how many connections it holds, and when it last wrote) and reads the others'. A
-slot not written for ``STALE_SECONDS`` belongs to a worker that died or hangs and is ignored.
-Reads and writes take no lock: a torn read costs at worst one less balanced accept.
+so every worker forked from it sees the same memory. Each worker takes a free slot and writes
+there its process id, how many connections it holds, and when it last wrote; it reads the
+others'. A slot not written for ``STALE_SECONDS`` belongs to a worker that died or hangs: it is
+ignored, and free to take. Reads and writes take no lock: a torn read costs at worst one less
+balanced accept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import struct
 import time
 
-#: Slots in the table; worker ``age`` (gunicorn's spawn counter) modulo this picks one.
+#: Slots in the table: more than the workers that can be alive at once.
 SLOTS = 64
 #: A slot older than this is a dead or hung worker's.
 STALE_SECONDS = 3.0
@@ -32,9 +33,19 @@ class ConnectionTally:
         self._pid = 0
 
     def join(self, number: int) -> None:
-        """Take the slot of the worker numbered ``number`` (its gunicorn age), holding none."""
-        self._mine = number % self._slots
+        """Take a free slot for this process, holding no connection. ``number`` (the worker's
+        gunicorn age) says where to start looking, so that workers starting together do not
+        pick the same one."""
         self._pid = os.getpid()
+        oldest = time.monotonic() - STALE_SECONDS
+        for step in range(self._slots):
+            slot = (number + step) % self._slots
+            pid, _, written = _SLOT.unpack_from(self._memory, slot * _SLOT.size)
+            if pid in (0, self._pid) or written < oldest:
+                break
+        else:
+            slot = number % self._slots  # All taken: share one (a less balanced accept).
+        self._mine = slot
         self.publish(0)
 
     def publish(self, connections: int) -> None:
@@ -44,17 +55,19 @@ class ConnectionTally:
             _SLOT.pack_into(self._memory, offset, self._pid, connections, time.monotonic())
 
     def leave(self) -> None:
-        """Give the slot back (the worker is exiting)."""
+        """Give the slot back (the worker is exiting), unless another process took it."""
         if self._mine is not None:
-            _SLOT.pack_into(self._memory, self._mine * _SLOT.size, 0, 0, 0.0)
+            offset = self._mine * _SLOT.size
+            if _SLOT.unpack_from(self._memory, offset)[0] == self._pid:
+                _SLOT.pack_into(self._memory, offset, 0, 0, 0.0)
             self._mine = None
 
     def fewest_elsewhere(self) -> int | None:
         """The fewest connections any other live worker holds; None when there is none."""
         oldest = time.monotonic() - STALE_SECONDS
         fewest: int | None = None
-        for slot, (pid, connections, written) in enumerate(_SLOT.iter_unpack(self._memory)):
-            if slot == self._mine or pid == 0 or written < oldest:
+        for pid, connections, written in _SLOT.iter_unpack(self._memory):
+            if pid in (0, self._pid) or written < oldest:
                 continue
             if fewest is None or connections < fewest:
                 fewest = connections

@@ -9,10 +9,14 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
 (README, Slow clients). The rules:
 
 - A connection is kept when the client allows it (HTTP/1.1, or ``Connection: keep-alive``),
-  the request was read to its end, the worker is not shutting down, the connection has served
-  fewer than ``MAX_REQUESTS_PER_CONNECTION`` requests (so that connections come back through
-  ``accept`` now and then and spread over the workers) and the worker holds fewer than
-  ``worker_connections`` (gunicorn setting) kept connections. The answer says which.
+  the request was read to its end, the answer carried all the body it announced, the worker
+  is not shutting down, the connection has served fewer than ``MAX_REQUESTS_PER_CONNECTION``
+  requests (so that connections come back through ``accept`` now and then and spread over the
+  workers) and the worker holds fewer than ``worker_connections`` (gunicorn setting) kept
+  connections. The answer says which.
+- A new connection goes to the worker holding the fewest (serve/balance.py); a worker holding
+  ``worker_connections`` accepts none until one closes. Out of file descriptors, it closes
+  its oldest idle connection and stops accepting for a moment instead of failing.
 - A kept connection that stays idle for ``keepalive`` seconds (gunicorn setting) is closed;
   so is a new connection that sends nothing for as long. Until its first bytes arrive, a new
   connection waits in the selector too, so a client that connects ahead of its request (a
@@ -25,8 +29,9 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
   client read the answer before unread request bytes could make the kernel reset it.
 - The socket is corked while an answer is written, so the status line and headers, which
   gunicorn sends on their own, leave in one TCP segment with the body.
-- On SIGTERM the request in progress and any already waiting are answered, then the idle
-  connections are closed.
+- On SIGTERM the request in progress is answered, and for ``_SHUTDOWN_LINGER`` seconds so
+  is any request arriving on a kept connection (with ``Connection: close``); then the idle
+  connections are closed. SIGQUIT, SIGINT and the arbiter's SIGABRT end the worker at once.
 
 Use it with ``worker_class = "serve.worker.KeepAliveWorker"`` (``gunicorn.conf.py`` does).
 """
@@ -57,13 +62,21 @@ _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 #: A connection is closed after this many requests, so that a client holding connections
 #: open for good still has them spread over the workers by ``accept`` from time to time.
 MAX_REQUESTS_PER_CONNECTION = 100
-#: How long the worker may wait in its selector before it tells the arbiter it is alive.
+#: How long the worker may wait in its selector before it tells the arbiter it is alive,
+#: and how often at most it tells it while busy.
 _MAX_WAIT = 1.0
+_HEARTBEAT = 0.5
 #: A worker holding more connections than another leaves a new one to it, looking again
 #: every ``_DEFER_PAUSE`` seconds, and takes it itself after ``_MAX_DEFER`` seconds (the
 #: other worker may be busy with a long request).
 _DEFER_PAUSE = 0.002
 _MAX_DEFER = 0.02
+#: Out of file descriptors (or socket memory), the worker stops accepting for this long.
+_STARVED_PAUSE = 0.1
+_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: A stopping worker keeps its idle connections this long (at most ``keepalive``), so that a
+#: request a client is already sending on one is answered (``Connection: close``).
+_SHUTDOWN_LINGER = 2.0
 #: Connections held per worker, shared by the master's forks (serve/balance.py).
 TALLY = ConnectionTally()
 
@@ -98,6 +111,15 @@ def cork(client: socket.socket, on: bool) -> None:
             client.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(on))
 
 
+def answered_in_full(req: Any, resp: Any) -> bool:
+    """Whether the app sent all the body its Content-Length announced (a shorter body would
+    leave the client reading the next answer as the rest of this one)."""
+    status = resp.status_code
+    if req.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return True
+    return resp.response_length is None or resp.sent >= resp.response_length
+
+
 def buffered(parser: Any) -> bool:
     """Whether the parser already holds bytes of a next request (pipelined behind the last)."""
     buffer: io.BytesIO = parser.unreader.buf
@@ -121,11 +143,14 @@ class KeepAliveWorker(sync.SyncWorker):
 
     def run(self) -> None:
         """Wait on the listeners and the kept connections; serve whichever is ready."""
+        if "h2" in self.cfg.http_protocols:
+            self.log.warning("HTTP/2 is not supported by this worker: HTTP/1.1 only.")
         self._selector = selectors.DefaultSelector()
         self._idle: collections.OrderedDict[socket.socket, Connection] = collections.OrderedDict()
         self._held = 0  # Connections open: the idle ones and the one being served.
         self._deferring_since: float | None = None
         self._listening_again_at: float | None = None
+        self._last_heartbeat = -_HEARTBEAT
         for listener in self.sockets:
             listener.setblocking(False)
         self._listen()
@@ -134,7 +159,7 @@ class KeepAliveWorker(sync.SyncWorker):
         self.log.debug("Worker %s accepting, keep-alive %s s", os.getpid(), self.cfg.keepalive)
         try:
             while self.alive:
-                self.notify()
+                self._heartbeat()
                 TALLY.publish(self._held)
                 again = self._listening_again_at
                 if again is not None and time.monotonic() >= again:
@@ -150,10 +175,13 @@ class KeepAliveWorker(sync.SyncWorker):
             self._selector.close()
 
     def _handle(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
-        """Serve the ready connections and accept from the ready listeners."""
+        """Serve the ready connections and accept from the ready listeners; once the worker
+        is stopping, leave what is left to :meth:`_finish`."""
         listening = self._listening_again_at is None
         accepting = False
         for key, _ in ready:
+            if not self.alive:
+                return
             if key.data is None:
                 self._drain_wake_pipe()
             elif isinstance(key.data, Connection):
@@ -169,7 +197,10 @@ class KeepAliveWorker(sync.SyncWorker):
 
     def _may_accept(self) -> bool:
         """Whether to take a waiting connection: when no other worker holds fewer, or when
-        those that do have left it waiting ``_MAX_DEFER`` seconds."""
+        those that do have left it waiting ``_MAX_DEFER`` seconds. Never while the worker
+        holds ``worker_connections`` already."""
+        if self._held >= self.cfg.worker_connections:
+            return False
         fewest = TALLY.fewest_elsewhere()
         if fewest is None or self._held <= fewest:
             self._deferring_since = None
@@ -188,11 +219,12 @@ class KeepAliveWorker(sync.SyncWorker):
             self._selector.register(listener, selectors.EVENT_READ, listener)
         self._listening_again_at = None
 
-    def _pause_listening(self) -> None:
-        """Stop watching the listening sockets for ``_DEFER_PAUSE`` seconds."""
-        for listener in self.sockets:
-            self._selector.unregister(listener)
-        self._listening_again_at = time.monotonic() + _DEFER_PAUSE
+    def _pause_listening(self, seconds: float = _DEFER_PAUSE) -> None:
+        """Stop watching the listening sockets for ``seconds``."""
+        if self._listening_again_at is None:
+            for listener in self.sockets:
+                self._selector.unregister(listener)
+        self._listening_again_at = time.monotonic() + seconds
 
     def _wait_seconds(self) -> float:
         """Until the oldest idle connection expires or the listeners are watched again, at
@@ -204,6 +236,14 @@ class KeepAliveWorker(sync.SyncWorker):
         if self._listening_again_at is not None:
             deadlines.append(self._listening_again_at)
         return max(0.0, min(deadlines) - time.monotonic())
+
+    def _heartbeat(self) -> None:
+        """Tell the arbiter this worker is alive (a file's mtime), at most every
+        ``_HEARTBEAT`` seconds."""
+        now = time.monotonic()
+        if now - self._last_heartbeat >= _HEARTBEAT:
+            self.notify()
+            self._last_heartbeat = now
 
     def _released(self) -> None:
         """One connection fewer: tell the other workers."""
@@ -221,6 +261,11 @@ class KeepAliveWorker(sync.SyncWorker):
             client, address = listener.accept()
         except OSError as error:
             if error.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            if error.errno in _STARVED:
+                self.log.warning("Cannot accept a connection (%s): closing the oldest idle", error)
+                self._expire(limit=1)
+                self._pause_listening(_STARVED_PAUSE)
                 return
             raise
         client.setblocking(True)
@@ -266,6 +311,7 @@ class KeepAliveWorker(sync.SyncWorker):
         """Read and answer one request; True when the connection stays open for another.
         Errors are answered and logged as gunicorn's sync worker does, and end the
         connection."""
+        self._heartbeat()  # Many requests may be served before the selector is polled again.
         client, address = connection.client, connection.address
         req = None
         try:
@@ -289,6 +335,9 @@ class KeepAliveWorker(sync.SyncWorker):
             keep = False
         except BaseException as error:
             self.handle_error(req, client, address, error)
+            if isinstance(error, (SystemExit, KeyboardInterrupt)):  # SIGQUIT, SIGINT, SIGABRT
+                self._close(connection, req)
+                raise
             keep = False
         if not keep:
             self._close(connection, req)
@@ -312,9 +361,9 @@ class KeepAliveWorker(sync.SyncWorker):
             if self.nr >= self.max_requests:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
-            cork(connection.client, True)
+            respiter = self.wsgi(environ, resp.start_response)
+            cork(connection.client, True)  # After the app, so early hints (103) leave at once.
             try:
-                respiter = self.wsgi(environ, resp.start_response)
                 try:
                     # Decided after the app ran (it reads the body) and before the headers
                     # are written (they say whether the connection stays open).
@@ -334,7 +383,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 cork(connection.client, False)
         except OSError:
             raise
-        except (Exception, SystemExit):
+        except Exception:
             if resp and resp.headers_sent:
                 # Writing a 500 after the answer began would corrupt it: drop the connection.
                 self.log.exception("Error handling request")
@@ -345,7 +394,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")
-        return not resp.should_close()
+        return not resp.should_close() and answered_in_full(req, resp)
 
     def _may_keep(self, connection: Connection, req: Any) -> bool:
         """Whether the rules (module doc) let this connection stay open after this request."""
@@ -371,24 +420,40 @@ class KeepAliveWorker(sync.SyncWorker):
 
     def _close_expired(self) -> None:
         """Close the kept connections idle for ``keepalive`` seconds or more."""
-        deadline = time.monotonic() - self.cfg.keepalive
-        while self._idle:
-            client, connection = next(iter(self._idle.items()))
-            if connection.idle_since > deadline:
+        self._expire(idle_since=time.monotonic() - self.cfg.keepalive)
+
+    def _expire(self, idle_since: float = float("inf"), limit: int | None = None) -> None:
+        """Close the idle connections, oldest first, that went idle before ``idle_since``
+        (at most ``limit`` of them). One whose client has just sent a request is served
+        instead."""
+        closed = 0
+        for _ in range(len(self._idle)):  # Each at most once, even those served and kept.
+            if not self._idle or (limit is not None and closed >= limit):
                 break
+            client, connection = next(iter(self._idle.items()))
+            if connection.idle_since >= idle_since:
+                break
+            if bytes_waiting(client):
+                self._resume(connection)  # Served, then kept (at the back) or closed.
+                continue
             del self._idle[client]
             self._selector.unregister(client)
             client.close()
             self._released()
+            closed += 1
 
     def _finish(self) -> None:
-        """Shutting down: answer the requests already waiting on kept connections (their
-        answers say ``Connection: close``), then close the rest."""
-        with contextlib.suppress(OSError):
-            for key, _ in self._selector.select(0):
-                if isinstance(key.data, Connection):
+        """Shutting down: stop accepting; for ``_SHUTDOWN_LINGER`` seconds (at most the
+        keep-alive timeout) answer the requests that arrive on kept connections, each with
+        ``Connection: close``; then close the idle ones left."""
+        if self._listening_again_at is None:
+            self._pause_listening(float("inf"))
+        deadline = time.monotonic() + min(_SHUTDOWN_LINGER, self.cfg.keepalive)
+        while self._idle and (remaining := deadline - time.monotonic()) > 0:
+            self._heartbeat()
+            for key, _ in self._selector.select(min(remaining, _MAX_WAIT)):
+                if key.data is None:
+                    self._drain_wake_pipe()
+                elif isinstance(key.data, Connection):
                     self._resume(key.data)
-        for client in list(self._idle):
-            self._selector.unregister(client)
-            client.close()
-        self._idle.clear()
+        self._expire()

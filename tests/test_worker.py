@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import time
+import types
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from serve.worker import MAX_REQUESTS_PER_CONNECTION
+from serve.worker import MAX_REQUESTS_PER_CONNECTION, answered_in_full
 from tests.servers import GunicornServer, get_json, gunicorn_server
 
 pytestmark = pytest.mark.slow
@@ -192,20 +194,51 @@ def test_an_answer_before_the_body_is_read_still_arrives_whole(server: GunicornS
     assert json.loads(body)["description"]
 
 
-def test_sigterm_does_not_wait_for_idle_connections(fake_models: Path) -> None:
-    """A kept connection idle at shutdown is closed at once, not after the keep-alive
-    timeout or gunicorn's graceful timeout."""
+def test_a_stopping_worker_answers_a_request_on_a_kept_connection(fake_models: Path) -> None:
+    """After SIGTERM a kept connection stays open a moment (2 s at most), so that a request a
+    client was already sending on it is answered, with ``Connection: close``; then the
+    connection is closed and the worker exits, without waiting for the 60 s keep-alive."""
     with (
         gunicorn_server(fake_models, workers=1, args=["--keep-alive", "60"]) as running,
         connect(running) as client,
     ):
-        client.sendall(LIVE)
         answers = Answers(client)
+        client.sendall(LIVE)
         assert answers.next()[0] == 200
+        (stopping,) = running.worker_pids()
         started = time.monotonic()
-        assert running.stop(timeout=15) == 0
+        os.kill(stopping, signal.SIGTERM)
+        time.sleep(0.3)  # The worker is stopping now.
+        client.sendall(LIVE)
+        status, headers, _ = answers.next()
+        assert status == 200
+        assert headers["connection"] == "close"
         assert answers.closed()
-    assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 10
+        while stopping in running.worker_pids():
+            assert time.monotonic() < deadline, "the stopped worker did not exit"
+            time.sleep(0.05)
+
+
+def test_a_worker_holding_worker_connections_accepts_no_more(fake_models: Path) -> None:
+    """Connections that send nothing are held until the keep-alive timeout, but never more
+    than ``worker_connections``: the next client waits in the backlog until one expires."""
+    with (
+        gunicorn_server(
+            fake_models,
+            workers=1,
+            args=["--worker-connections", "2", "--keep-alive", str(KEEPALIVE_SECONDS)],
+        ) as running,
+        connect(running),
+        connect(running),
+    ):
+        time.sleep(0.2)  # Both are held now.
+        started = time.monotonic()
+        status, _ = get_json(running.base_url + "/health/live", timeout=10)
+        waited = time.monotonic() - started
+    assert status == 200
+    assert waited >= KEEPALIVE_SECONDS * 0.5
 
 
 def test_keep_alive_0_closes_after_every_answer(fake_models: Path) -> None:
@@ -252,3 +285,22 @@ def test_kept_connections_are_spread_evenly_over_the_workers(fake_models: Path) 
             for client in clients:
                 client.close()
     assert held == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "length", "sent", "whole"),
+    [
+        ("GET", 200, 17, 17, True),
+        ("GET", 200, 17, 5, False),  # Cut short: the next answer would be read as its rest.
+        ("GET", 200, None, 5, True),  # Chunked or closed: no length to fall short of.
+        ("HEAD", 200, 17, 0, True),
+        ("GET", 304, 17, 0, True),
+        ("GET", 204, None, 0, True),
+    ],
+)
+def test_an_answer_shorter_than_its_content_length_is_not_whole(
+    method: str, status: int, length: int | None, sent: int, whole: bool
+) -> None:
+    req = types.SimpleNamespace(method=method)
+    resp = types.SimpleNamespace(status_code=status, response_length=length, sent=sent)
+    assert answered_in_full(req, resp) is whole
