@@ -75,6 +75,16 @@ def _split(line: str) -> tuple[str, str, str]:
     return line.partition(":")
 
 
+def assert_answered_then_closed(client: socket.socket, request_bytes: bytes) -> None:
+    """The request gets a 200 saying ``Connection: close``, and the server then closes."""
+    answers = Answers(client)
+    client.sendall(request_bytes)
+    status, headers, _ = answers.next()
+    assert status == 200
+    assert headers["connection"] == "close"
+    assert answers.closed()
+
+
 def test_a_connection_is_kept_for_several_requests(server: GunicornServer) -> None:
     with connect(server) as client:
         answers = Answers(client)
@@ -141,12 +151,7 @@ def test_a_client_that_does_not_keep_alive_gets_the_connection_closed(
     server: GunicornServer, request_bytes: bytes
 ) -> None:
     with connect(server) as client:
-        answers = Answers(client)
-        client.sendall(request_bytes)
-        status, headers, _ = answers.next()
-        assert status == 200
-        assert headers["connection"] == "close"
-        assert answers.closed()
+        assert_answered_then_closed(client, request_bytes)
 
 
 def test_pipelined_requests_are_answered_in_order(server: GunicornServer) -> None:
@@ -246,12 +251,7 @@ def test_keep_alive_0_closes_after_every_answer(fake_models: Path) -> None:
         gunicorn_server(fake_models, workers=1, args=["--keep-alive", "0"]) as running,
         connect(running) as client,
     ):
-        answers = Answers(client)
-        client.sendall(LIVE)
-        status, headers, _ = answers.next()
-        assert status == 200
-        assert headers["connection"] == "close"
-        assert answers.closed()
+        assert_answered_then_closed(client, LIVE)
 
 
 def _sockets_held(pid: int) -> int:
