@@ -245,9 +245,9 @@ class KeepAliveWorker(sync.SyncWorker):
             self.notify()
             self._last_heartbeat = now
 
-    def _released(self) -> None:
-        """One connection fewer: tell the other workers."""
-        self._held -= 1
+    def _count(self, change: int) -> None:
+        """One connection more (1) or fewer (-1): tell the other workers."""
+        self._held += change
         TALLY.publish(self._held)
 
     def _drain_wake_pipe(self) -> None:
@@ -278,8 +278,7 @@ class KeepAliveWorker(sync.SyncWorker):
             self.handle_error(None, client, address, error)
             util.close_graceful(client)
             return
-        self._held += 1
-        TALLY.publish(self._held)
+        self._count(1)
         connection = Connection(client, address, listener, parser)
         if self.cfg.keepalive > 0 and not bytes_waiting(client):
             self._keep(connection)  # Connected ahead of its request (a browser's preconnect).
@@ -410,7 +409,7 @@ class KeepAliveWorker(sync.SyncWorker):
     def _close(self, connection: Connection, req: Any) -> None:
         """Close at once when the request was read to its end and nothing else waits;
         otherwise linger as gunicorn does, so the client can still read the answer."""
-        self._released()
+        self._count(-1)
         client = connection.client
         finished = req is not None and body_read_to_end(req) and not buffered(connection.parser)
         if finished and not bytes_waiting(client):
@@ -439,7 +438,7 @@ class KeepAliveWorker(sync.SyncWorker):
             del self._idle[client]
             self._selector.unregister(client)
             client.close()
-            self._released()
+            self._count(-1)
             closed += 1
 
     def _finish(self) -> None:
