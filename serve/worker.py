@@ -27,8 +27,8 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
 - When a connection ends after a request that was read to its end, with nothing else waiting,
   it is closed at once. Otherwise gunicorn's lingering close (``util.close_graceful``) lets the
   client read the answer before unread request bytes could make the kernel reset it.
-- The socket is corked while an answer is written, so the status line and headers, which
-  gunicorn sends on their own, leave in one TCP segment with the body.
+- An answer's status line, headers and body, which gunicorn sends one by one, are gathered
+  and sent in one call, so they leave in one TCP segment (and one system call).
 - On SIGTERM the request in progress is answered, and for ``_SHUTDOWN_LINGER`` seconds so
   is any request arriving on a kept connection (with ``Connection: close``); then the idle
   connections are closed. SIGQUIT, SIGINT and the arbiter's SIGABRT end the worker at once.
@@ -58,7 +58,6 @@ from gunicorn.workers import sync
 
 from serve.balance import ConnectionTally
 
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 #: A connection is closed after this many requests, so that a client holding connections
 #: open for good still has them spread over the workers by ``accept`` from time to time.
 MAX_REQUESTS_PER_CONNECTION = 100
@@ -77,6 +76,8 @@ _STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: A stopping worker keeps its idle connections this long (at most ``keepalive``), so that a
 #: request a client is already sending on one is answered (``Connection: close``).
 _SHUTDOWN_LINGER = 2.0
+#: An answer's bytes are gathered up to this size before they are sent.
+_GATHER_LIMIT = 256 * 1024
 #: Connections held per worker, shared by the master's forks (serve/balance.py).
 TALLY = ConnectionTally()
 
@@ -103,12 +104,41 @@ def bytes_waiting(client: socket.socket) -> bool:
         return True
 
 
-def cork(client: socket.socket, on: bool) -> None:
-    """Hold (``on``) or release the socket's partial frames (Linux ``TCP_CORK``), so that
-    the status line, headers and body gunicorn writes separately leave as one segment."""
-    if _TCP_CORK is not None:
-        with contextlib.suppress(OSError):  # Already closed: nothing left to hold.
-            client.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, int(on))
+class GatheredSocket:
+    """Stands in for the client socket while gunicorn writes an answer: what it sends (the
+    status line and headers, then the body, each on its own) is gathered and leaves in one
+    ``sendall`` when :meth:`flush` is called, or as soon as ``_GATHER_LIMIT`` bytes are
+    waiting. Anything else asked of it (``sendfile``, ``fileno``) flushes first and is the
+    real socket's."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self._client = client
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def sendall(self, data: bytes) -> None:
+        """Gather ``data``; send what is gathered once it is large."""
+        self._parts.append(bytes(data))
+        self._size += len(data)
+        if self._size >= _GATHER_LIMIT:
+            self.flush()
+
+    def send(self, data: bytes) -> int:
+        """Gather ``data`` (all of it, as ``sendall``)."""
+        self.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Send everything gathered, in one call."""
+        if self._parts:
+            data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+            self._client.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._client, name)
 
 
 def answered_in_full(req: Any, resp: Any) -> bool:
@@ -133,9 +163,13 @@ class Connection:
     client: socket.socket
     address: Any
     listener: socket.socket
+    #: The listener's own address (as ``getsockname`` gives it), for the WSGI environ.
+    server: Any
     parser: Any
     served: int = 0
     idle_since: float = 0.0
+    #: Whether the selector watches it; it does from the first time it is kept to its close.
+    watched: bool = False
 
 
 class KeepAliveWorker(sync.SyncWorker):
@@ -151,6 +185,7 @@ class KeepAliveWorker(sync.SyncWorker):
         self._deferring_since: float | None = None
         self._listening_again_at: float | None = None
         self._last_heartbeat = -_HEARTBEAT
+        self._names = {listener: listener.getsockname() for listener in self.sockets}
         for listener in self.sockets:
             listener.setblocking(False)
         self._listen()
@@ -165,7 +200,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 if again is not None and time.monotonic() >= again:
                     self._listen()
                 ready = self._selector.select(self._wait_seconds())
-                self._handle(ready)
+                self._handle(ready, time.monotonic())
                 self._close_expired()
                 if not self.is_parent_alive():
                     break
@@ -174,9 +209,9 @@ class KeepAliveWorker(sync.SyncWorker):
             TALLY.leave()
             self._selector.close()
 
-    def _handle(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
-        """Serve the ready connections and accept from the ready listeners; once the worker
-        is stopping, leave what is left to :meth:`_finish`."""
+    def _handle(self, ready: list[tuple[selectors.SelectorKey, int]], selected_at: float) -> None:
+        """Serve the ready connections and accept from the ready listeners (selected at
+        ``selected_at``); once the worker is stopping, leave what is left to :meth:`_finish`."""
         listening = self._listening_again_at is None
         accepting = False
         for key, _ in ready:
@@ -185,7 +220,7 @@ class KeepAliveWorker(sync.SyncWorker):
             if key.data is None:
                 self._drain_wake_pipe()
             elif isinstance(key.data, Connection):
-                self._resume(key.data)
+                self._resume_ready(key.data, selected_at)
             elif self._listening_again_at is None:  # Not paused by an earlier listener.
                 accepting = True
                 if self._may_accept():
@@ -279,15 +314,21 @@ class KeepAliveWorker(sync.SyncWorker):
             util.close_graceful(client)
             return
         self._count(1)
-        connection = Connection(client, address, listener, parser)
+        connection = Connection(client, address, listener, self._names[listener], parser)
         if self.cfg.keepalive > 0 and not bytes_waiting(client):
             self._keep(connection)  # Connected ahead of its request (a browser's preconnect).
         else:
             self._serve(connection)
 
+    def _resume_ready(self, connection: Connection, selected_at: float) -> None:
+        """Resume a connection the selector found readable at ``selected_at``, unless it
+        has been closed, or served and kept again, since (by an earlier ready key)."""
+        if self._idle.get(connection.client) is connection and connection.idle_since < selected_at:
+            self._resume(connection)
+
     def _resume(self, connection: Connection) -> None:
-        """A kept connection became readable: its next request (or its close) is here."""
-        self._selector.unregister(connection.client)
+        """A kept connection became readable: its next request (or its close) is here. It
+        stays in the selector, which is not consulted while the request is served."""
         del self._idle[connection.client]
         self._serve(connection)
 
@@ -304,7 +345,9 @@ class KeepAliveWorker(sync.SyncWorker):
         """Hold the connection idle until its next request, for ``keepalive`` seconds."""
         connection.idle_since = time.monotonic()
         self._idle[connection.client] = connection
-        self._selector.register(connection.client, selectors.EVENT_READ, connection)
+        if not connection.watched:
+            self._selector.register(connection.client, selectors.EVENT_READ, connection)
+            connection.watched = True
 
     def _serve_one(self, connection: Connection) -> bool:
         """Read and answer one request; True when the connection stays open for another.
@@ -344,8 +387,8 @@ class KeepAliveWorker(sync.SyncWorker):
 
     def answer(self, connection: Connection, req: Any) -> bool:
         """Answer one parsed request as gunicorn's sync worker does (hooks, access log,
-        max_requests), but with the answer corked and the connection kept when the rules
-        allow; True when it is kept."""
+        max_requests), but with the answer sent in one call and the connection kept when
+        the rules allow; True when it is kept."""
         environ: dict[str, Any] = {}
         resp = None
         connection.served += 1
@@ -354,14 +397,15 @@ class KeepAliveWorker(sync.SyncWorker):
             request_start = datetime.datetime.now()
             resp, environ = wsgi.create(
                 req, connection.client, connection.address,
-                connection.listener.getsockname(), self.cfg,
+                connection.server, self.cfg,
             )  # fmt: skip
             self.nr += 1
             if self.nr >= self.max_requests:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
             respiter = self.wsgi(environ, resp.start_response)
-            cork(connection.client, True)  # After the app, so early hints (103) leave at once.
+            gathered = GatheredSocket(connection.client)
+            resp.sock = gathered  # After the app, whose early hints (103) leave at once.
             try:
                 try:
                     # Decided after the app ran (it reads the body) and before the headers
@@ -379,7 +423,7 @@ class KeepAliveWorker(sync.SyncWorker):
                     if hasattr(respiter, "close"):
                         respiter.close()
             finally:
-                cork(connection.client, False)
+                gathered.flush()
         except OSError:
             raise
         except Exception:
@@ -410,12 +454,19 @@ class KeepAliveWorker(sync.SyncWorker):
         """Close at once when the request was read to its end and nothing else waits;
         otherwise linger as gunicorn does, so the client can still read the answer."""
         self._count(-1)
+        self._unwatch(connection)
         client = connection.client
         finished = req is not None and body_read_to_end(req) and not buffered(connection.parser)
         if finished and not bytes_waiting(client):
             client.close()
             return
         util.close_graceful(client)
+
+    def _unwatch(self, connection: Connection) -> None:
+        """Take a connection about to close out of the selector."""
+        if connection.watched:
+            self._selector.unregister(connection.client)
+            connection.watched = False
 
     def _close_expired(self) -> None:
         """Close the kept connections idle for ``keepalive`` seconds or more."""
@@ -436,7 +487,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 self._resume(connection)  # Served, then kept (at the back) or closed.
                 continue
             del self._idle[client]
-            self._selector.unregister(client)
+            self._unwatch(connection)
             client.close()
             self._count(-1)
             closed += 1
@@ -454,5 +505,5 @@ class KeepAliveWorker(sync.SyncWorker):
                 if key.data is None:
                     self._drain_wake_pipe()
                 elif isinstance(key.data, Connection):
-                    self._resume(key.data)
+                    self._resume_ready(key.data, float("inf"))
         self._expire()

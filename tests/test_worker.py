@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.worker import MAX_REQUESTS_PER_CONNECTION, answered_in_full
+from serve.worker import MAX_REQUESTS_PER_CONNECTION, GatheredSocket, answered_in_full
 from tests.servers import GunicornServer, get_json, gunicorn_server
 
 pytestmark = pytest.mark.slow
@@ -304,3 +304,38 @@ def test_an_answer_shorter_than_its_content_length_is_not_whole(
     req = types.SimpleNamespace(method=method)
     resp = types.SimpleNamespace(status_code=status, response_length=length, sent=sent)
     assert answered_in_full(req, resp) is whole
+
+
+class RecordingSocket:
+    """A client socket that records each ``sendall`` and ``sendfile`` call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.calls.append(("sendall", bytes(data)))
+
+    def sendfile(self, file: object) -> None:
+        self.calls.append(("sendfile", b""))
+
+
+def test_an_answer_written_in_pieces_is_sent_in_one_call() -> None:
+    client = RecordingSocket()
+    gathered = GatheredSocket(client)  # type: ignore[arg-type]
+    gathered.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    gathered.sendall(memoryview(b"ok"))
+    assert client.calls == []
+    gathered.flush()
+    gathered.flush()
+    assert client.calls == [("sendall", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")]
+
+
+def test_a_large_answer_is_sent_as_it_grows_and_sendfile_follows_what_was_gathered() -> None:
+    client = RecordingSocket()
+    gathered = GatheredSocket(client)  # type: ignore[arg-type]
+    gathered.sendall(b"h" * 10)
+    gathered.sendall(b"x" * (1 << 20))
+    assert client.calls == [("sendall", b"h" * 10 + b"x" * (1 << 20))]
+    gathered.sendall(b"headers")
+    gathered.sendfile(object())
+    assert [name for name, _ in client.calls[1:]] == ["sendall", "sendfile"]
