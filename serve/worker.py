@@ -27,8 +27,8 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
 - When a connection ends after a request that was read to its end, with nothing else waiting,
   it is closed at once. Otherwise gunicorn's lingering close (``util.close_graceful``) lets the
   client read the answer before unread request bytes could make the kernel reset it.
-- An answer's status line, headers and body, which gunicorn sends one by one, are gathered
-  and sent in one call, so they leave in one TCP segment (and one system call).
+- An answer's status line and headers, which gunicorn sends on their own, are held back
+  and sent with the first piece of the body, in one call and one TCP segment.
 - On SIGTERM the request in progress is answered, and for ``_SHUTDOWN_LINGER`` seconds so
   is any request arriving on a kept connection (with ``Connection: close``); then the idle
   connections are closed. SIGQUIT, SIGINT and the arbiter's SIGABRT end the worker at once.
@@ -76,8 +76,8 @@ _STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: A stopping worker keeps its idle connections this long (at most ``keepalive``), so that a
 #: request a client is already sending on one is answered (``Connection: close``).
 _SHUTDOWN_LINGER = 2.0
-#: An answer's bytes are gathered up to this size before they are sent.
-_GATHER_LIMIT = 256 * 1024
+#: An answer's bytes are gathered while they are fewer than this; larger data is sent at once.
+_GATHER_LIMIT = 64 * 1024
 #: Connections held per worker, shared by the master's forks (serve/balance.py).
 TALLY = ConnectionTally()
 
@@ -105,11 +105,11 @@ def bytes_waiting(client: socket.socket) -> bool:
 
 
 class GatheredSocket:
-    """Stands in for the client socket while gunicorn writes an answer: what it sends (the
-    status line and headers, then the body, each on its own) is gathered and leaves in one
-    ``sendall`` when :meth:`flush` is called, or as soon as ``_GATHER_LIMIT`` bytes are
-    waiting. Anything else asked of it (``sendfile``, ``fileno``) flushes first and is the
-    real socket's."""
+    """Stands in for the client socket while gunicorn writes an answer. What it sends (the
+    status line and headers, then the body) is gathered until :meth:`flush`, so that a
+    small answer leaves in one ``sendall``; data of ``_GATHER_LIMIT`` bytes or more is sent
+    at once, after what was gathered, without copying. Anything else asked of it
+    (``sendfile``, ``fileno``) flushes first and is the real socket's."""
 
     def __init__(self, client: socket.socket) -> None:
         self._client = client
@@ -117,11 +117,14 @@ class GatheredSocket:
         self._size = 0
 
     def sendall(self, data: bytes) -> None:
-        """Gather ``data``; send what is gathered once it is large."""
+        """Gather ``data``, or send it now (after what was gathered) when it is large."""
+        if self._size + len(data) >= _GATHER_LIMIT:
+            self.flush()
+            if len(data) >= _GATHER_LIMIT:
+                self._client.sendall(data)
+                return
         self._parts.append(bytes(data))
         self._size += len(data)
-        if self._size >= _GATHER_LIMIT:
-            self.flush()
 
     def send(self, data: bytes) -> int:
         """Gather ``data`` (all of it, as ``sendall``)."""
@@ -417,6 +420,7 @@ class KeepAliveWorker(sync.SyncWorker):
                     else:
                         for item in respiter:
                             resp.write(item)
+                            gathered.flush()  # A streamed body leaves as it is made.
                     resp.close()
                 finally:
                     self.log.access(resp, req, environ, datetime.datetime.now() - request_start)
