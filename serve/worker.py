@@ -408,7 +408,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 self.alive = False
             respiter = self.wsgi(environ, resp.start_response)
             gathered = GatheredSocket(connection.client)
-            resp.sock = gathered  # After the app, whose early hints (103) leave at once.
+            resp.sock = gathered  # The answer; early hints and 100 Continue go straight out.
             try:
                 try:
                     # Decided after the app ran (it reads the body) and before the headers
