@@ -109,7 +109,7 @@ class GatheredSocket:
     status line and headers, then the body) is gathered until :meth:`flush`, so that a
     small answer leaves in one ``sendall``; data of ``_GATHER_LIMIT`` bytes or more is sent
     at once, after what was gathered, without copying. Anything else asked of it
-    (``sendfile``, ``fileno``) flushes first and is the real socket's."""
+    (``send``, ``sendfile``, ``fileno``) flushes first and is the real socket's."""
 
     def __init__(self, client: socket.socket) -> None:
         self._client = client
@@ -125,11 +125,6 @@ class GatheredSocket:
                 return
         self._parts.append(bytes(data))
         self._size += len(data)
-
-    def send(self, data: bytes) -> int:
-        """Gather ``data`` (all of it, as ``sendall``)."""
-        self.sendall(data)
-        return len(data)
 
     def flush(self) -> None:
         """Send everything gathered, in one call."""

@@ -3,6 +3,7 @@ that anything holding the worker shows at once."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from serve.worker import MAX_REQUESTS_PER_CONNECTION, GatheredSocket, answered_in_full
+from serve.worker import (
+    MAX_REQUESTS_PER_CONNECTION,
+    Connection,
+    GatheredSocket,
+    KeepAliveWorker,
+    answered_in_full,
+)
 from tests.servers import GunicornServer, get_json, gunicorn_server
 
 pytestmark = pytest.mark.slow
@@ -340,3 +347,24 @@ def test_a_large_body_is_sent_at_once_after_the_headers_and_sendfile_follows_the
     gathered.sendall(b"more headers")
     gathered.sendfile(object())
     assert client.calls[2:] == [("sendall", b"more headers"), ("sendfile", b"")]
+
+
+def test_a_ready_key_left_over_from_before_a_close_or_a_new_keep_is_ignored() -> None:
+    worker = object.__new__(KeepAliveWorker)
+    worker._idle = collections.OrderedDict()
+    resumed: list[Connection] = []
+    worker._resume = resumed.append  # type: ignore[method-assign]
+
+    def connection(idle_since: float) -> Connection:
+        return Connection(socket.socket(), None, None, None, None, idle_since=idle_since)  # type: ignore[arg-type]
+
+    idle, closed, kept_again = connection(1.0), connection(1.0), connection(5.0)
+    try:
+        for kept in (idle, kept_again):
+            worker._idle[kept.client] = kept
+        for ready in (idle, closed, kept_again):
+            worker._resume_ready(ready, selected_at=2.0)
+        assert resumed == [idle]
+    finally:
+        for each in (idle, closed, kept_again):
+            each.client.close()
