@@ -66,6 +66,8 @@ class Result:
     errors: int
     #: CPU time the server's workers spent per request, in milliseconds (None: not measured).
     worker_cpu_ms: float | None = None
+    #: Each worker's share of the CPU the workers spent, in the order they were given.
+    worker_cpu_shares: tuple[float, ...] = ()
 
     @property
     def images_per_second(self) -> float:
@@ -121,9 +123,12 @@ def drive(
         "WRK_HEADER_NAME": route.header[0] if route.header else "",
         "WRK_HEADER_VALUE": route.header[1] if route.header else "",
     }
-    cpu_before = sum(cpu_seconds(pid) for pid in workers)
+    cpu_before = [cpu_seconds(pid) for pid in workers]
     raw = run_wrk(base_url + route.path, seconds, concurrency, env=env)
-    cpu_spent = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+    spent_each = [
+        cpu_seconds(pid) - before for pid, before in zip(workers, cpu_before, strict=True)
+    ]
+    cpu_spent = sum(spent_each)
     errors = sum(raw["errors"].values())
     latency = raw["latency_us"]
     return Result(
@@ -135,6 +140,7 @@ def drive(
         latency["p99"] / 1000,
         errors,
         cpu_spent / raw["requests"] * 1000 if workers and raw["requests"] else None,
+        tuple(spent / cpu_spent for spent in spent_each) if cpu_spent > 0 else (),
     )
 
 
@@ -369,6 +375,12 @@ def main() -> None:
         print(f"worker {pid} RSS: before {rss_before[pid]:.1f} MiB, after {after_text}")
     if peer_rss:
         print("peer worker RSS: " + ", ".join(f"{value:.1f} MiB" for value in peer_rss))
+    png_route = routes[0].name
+    for name, result in [(f"ours, {png_route}", _best(runs[png_route, concurrencies[-1]]))] + [
+        (f"peer ({name})", taken) for (name, c), taken in peer.items() if c == concurrencies[-1]
+    ]:
+        shares = " / ".join(f"{share:.0%}" for share in result.worker_cpu_shares)
+        print(f"worker CPU split, {name} at concurrency {concurrencies[-1]}: {shares}")
     print(
         "limits, no HTTP: "
         + ", ".join(
