@@ -255,8 +255,8 @@ def _table(
             str(result.errors),
             f"{cpu:.3f}" if cpu is not None else "",
             f"{limit.images_per_second:.0f}" if limit else "",
-            f"{result.images_per_second / limit.images_per_second:.0%}" if limit else "",
-            f"{limit.cpu_ms_per_image * result.route.images / cpu:.0%}" if limit and cpu else "",
+            f"{result.images_per_second / limit.images_per_second:.1%}" if limit else "",
+            f"{limit.cpu_ms_per_image * result.route.images / cpu:.1%}" if limit and cpu else "",
         ]
         candidates = [taken for (_, c), taken in peer.items() if c == result.concurrency]
         peer_result = (
