@@ -160,8 +160,7 @@ class Connection:
 
     client: socket.socket
     address: Any
-    listener: socket.socket
-    #: The listener's own address (as ``getsockname`` gives it), for the WSGI environ.
+    #: The address of the listener it came from (``getsockname``), for the WSGI environ.
     server: Any
     parser: Any
     served: int = 0
@@ -312,7 +311,7 @@ class KeepAliveWorker(sync.SyncWorker):
             util.close_graceful(client)
             return
         self._count(1)
-        connection = Connection(client, address, listener, self._names[listener], parser)
+        connection = Connection(client, address, self._names[listener], parser)
         if self.cfg.keepalive > 0 and not bytes_waiting(client):
             self._keep(connection)  # Connected ahead of its request (a browser's preconnect).
         else:

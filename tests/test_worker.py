@@ -356,7 +356,7 @@ def test_a_ready_key_left_over_from_before_a_close_or_a_new_keep_is_ignored() ->
     worker._resume = resumed.append  # type: ignore[method-assign]
 
     def connection(idle_since: float) -> Connection:
-        return Connection(socket.socket(), None, None, None, None, idle_since=idle_since)  # type: ignore[arg-type]
+        return Connection(socket.socket(), None, None, None, idle_since=idle_since)  # type: ignore[arg-type]
 
     idle, closed, kept_again = connection(1.0), connection(1.0), connection(5.0)
     try:
