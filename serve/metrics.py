@@ -8,6 +8,10 @@ Triton's metrics are plain monotonic counts named without ``_total`` (``nv_infer
 prometheus_client insists on ``_total`` for counters, so they are kept as gauges that are only
 ever incremented (summed across workers, kept after a worker exits) and typed back as counters
 in the exposition, which is what Triton dashboards read.
+
+Under the keep-alive worker the observations are held and written out in batches
+(serve/bookkeeping.py): a worker's counts reach the files at most ``MAX_DELAY`` seconds
+late, and before it answers ``GET /metrics`` itself.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 import falcon
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+from serve import bookkeeping
 
 # The same series whether one process or many: the multiprocess files keep no ``_created``.
 prometheus_client.disable_created_metrics()
@@ -163,14 +169,33 @@ def _model_series(model: str, version: str) -> _ModelSeries:
     )
 
 
+def _write_counts(items: list[tuple[Any, float]]) -> None:
+    """Add each (counter or gauge child, amount), once per child."""
+    totals: dict[Any, float] = {}
+    for child, amount in items:
+        totals[child] = totals.get(child, 0.0) + amount
+    for child, total in totals.items():
+        child.inc(total)
+
+
+def _write_observations(items: list[tuple[Any, float]]) -> None:
+    """Observe each (histogram child, value)."""
+    for histogram, value in items:
+        histogram.observe(value)
+
+
+_COUNTS: bookkeeping.Deferred[tuple[Any, float]] = bookkeeping.Deferred(_write_counts)
+_OBSERVATIONS: bookkeeping.Deferred[tuple[Any, float]] = bookkeeping.Deferred(_write_observations)
+
+
 def observe_decode(seconds: float) -> None:
     """Record the time decoding one image took."""
-    IMAGE_DECODE_DURATION.observe(seconds)
+    _OBSERVATIONS.add((IMAGE_DECODE_DURATION, seconds))
 
 
 def observe_preprocess(seconds: float) -> None:
     """Record the time normalising one decoded image to 28x28 took."""
-    PREPROCESS_DURATION.observe(seconds)
+    _OBSERVATIONS.add((PREPROCESS_DURATION, seconds))
 
 
 def observe_inference(
@@ -187,12 +212,14 @@ def observe_inference(
     ``infer_seconds`` in total, after ``input_seconds`` preparing the inputs and before
     ``output_seconds`` building the answer (the Triton counters and our latency histogram)."""
     series = _model_series(model, version)
-    series.inference_count.inc(images)
-    series.exec_count.inc(batches)
-    series.compute_input.inc(input_seconds * MICROSECONDS)
-    series.compute_infer.inc(infer_seconds * MICROSECONDS)
-    series.compute_output.inc(output_seconds * MICROSECONDS)
-    series.infer_latency.observe(infer_seconds / max(1, batches))
+    _COUNTS.add(
+        (series.inference_count, images),
+        (series.exec_count, batches),
+        (series.compute_input, input_seconds * MICROSECONDS),
+        (series.compute_infer, infer_seconds * MICROSECONDS),
+        (series.compute_output, output_seconds * MICROSECONDS),
+    )
+    _OBSERVATIONS.add((series.infer_latency, infer_seconds / max(1, batches)))
 
 
 def observe_request(model: str, version: str, succeeded: bool, seconds: float) -> None:
@@ -200,10 +227,9 @@ def observe_request(model: str, version: str, succeeded: bool, seconds: float) -
     its end-to-end duration. The middleware calls this for every request that named a model."""
     series = _model_series(model, version)
     if succeeded:
-        series.request_success.inc()
-        series.request_duration.inc(seconds * MICROSECONDS)
+        _COUNTS.add((series.request_success, 1), (series.request_duration, seconds * MICROSECONDS))
     else:
-        series.request_failure.inc()
+        _COUNTS.add((series.request_failure, 1))
 
 
 class RequestMetrics:
@@ -226,8 +252,8 @@ class RequestMetrics:
         route = req.uri_template or UNMATCHED_ROUTE
         model = req.context.get("model")
         counter, histogram = _http_children(route, method, str(status), model or "")
-        counter.inc()
-        histogram.observe(seconds)
+        _COUNTS.add((counter, 1))
+        _OBSERVATIONS.add((histogram, seconds))
         if model is not None:
             version = str(req.context.get("model_version") or "")
             observe_request(model, version, req_succeeded and status < 400, seconds)
@@ -255,7 +281,9 @@ _TYPE_FIXES = tuple(
 
 
 def exposition() -> bytes:
-    """The current metrics in Prometheus text format, the Triton counts typed as counters."""
+    """The current metrics in Prometheus text format, the Triton counts typed as counters
+    (this worker's held observations written out first)."""
+    bookkeeping.flush()
     text = prometheus_client.generate_latest(_registry())
     for gauge_line, counter_line in _TYPE_FIXES:
         text = text.replace(gauge_line, counter_line, 1)

@@ -29,6 +29,10 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
   client read the answer before unread request bytes could make the kernel reset it.
 - An answer's status line and headers, which gunicorn sends on their own, are held back
   and sent with the first piece of the body, in one call and one TCP segment.
+- A request's metrics and access-log line are held in memory while other requests wait for
+  the worker, and written out in batches (serve/bookkeeping.py): before an answer leaves
+  with no other request ready, before the worker waits for work, every
+  ``bookkeeping.MAX_DELAY`` seconds under load, and when it exits.
 - On SIGTERM the request in progress is answered, and for ``_SHUTDOWN_LINGER`` seconds so
   is any request arriving on a kept connection (with ``Connection: close``); then the idle
   connections are closed. SIGQUIT, SIGINT and the arbiter's SIGABRT end the worker at once.
@@ -56,6 +60,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import sync
 
+from serve import bookkeeping
 from serve.balance import ConnectionTally
 
 #: A connection is closed after this many requests, so that a client holding connections
@@ -188,6 +193,7 @@ class KeepAliveWorker(sync.SyncWorker):
         self._listen()
         self._selector.register(self.PIPE[0], selectors.EVENT_READ, None)
         TALLY.join(self.age)
+        bookkeeping.hold()
         self.log.debug("Worker %s accepting, keep-alive %s s", os.getpid(), self.cfg.keepalive)
         try:
             while self.alive:
@@ -196,15 +202,25 @@ class KeepAliveWorker(sync.SyncWorker):
                 again = self._listening_again_at
                 if again is not None and time.monotonic() >= again:
                     self._listen()
-                ready = self._selector.select(self._wait_seconds())
+                ready = self._wait()
                 self._handle(ready, time.monotonic())
                 self._close_expired()
                 if not self.is_parent_alive():
                     break
             self._finish()
         finally:
+            bookkeeping.flush()
             TALLY.leave()
             self._selector.close()
+
+    def _wait(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """What is ready; when nothing is yet, write out the held bookkeeping, then wait."""
+        if bookkeeping.held():
+            ready = self._selector.select(0)
+            if ready:
+                return ready
+            bookkeeping.flush()
+        return self._selector.select(self._wait_seconds())
 
     def _handle(self, ready: list[tuple[selectors.SelectorKey, int]], selected_at: float) -> None:
         """Serve the ready connections and accept from the ready listeners (selected at
@@ -401,6 +417,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
             respiter = self.wsgi(environ, resp.start_response)
+            self._write_bookkeeping_unless_busy()
             gathered = GatheredSocket(connection.client)
             resp.sock = gathered  # The answer; early hints and 100 Continue go straight out.
             try:
@@ -436,6 +453,13 @@ class KeepAliveWorker(sync.SyncWorker):
             except Exception:
                 self.log.exception("Exception in post_request hook")
         return not resp.should_close() and answered_in_full(req, resp)
+
+    def _write_bookkeeping_unless_busy(self) -> None:
+        """Write out the held bookkeeping before an answer leaves when no other request is
+        ready (so a client that waits for its answer finds its request counted and logged),
+        or when it has been held ``bookkeeping.MAX_DELAY`` seconds."""
+        if bookkeeping.held() and (bookkeeping.overdue() or not self._selector.select(0)):
+            bookkeeping.flush()
 
     def _may_keep(self, connection: Connection, req: Any) -> bool:
         """Whether the rules (module doc) let this connection stay open after this request."""
@@ -496,6 +520,7 @@ class KeepAliveWorker(sync.SyncWorker):
         ``Connection: close``; then close the idle ones left."""
         if self._listening_again_at is None:
             self._pause_listening(float("inf"))
+        bookkeeping.flush()
         deadline = time.monotonic() + min(_SHUTDOWN_LINGER, self.cfg.keepalive)
         while self._idle and (remaining := deadline - time.monotonic()) > 0:
             self._heartbeat()

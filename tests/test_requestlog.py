@@ -15,7 +15,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from serve.requestlog import ACCESS_LOGGER, StderrLines, write_line
+from serve.requestlog import ACCESS_LOGGER, StderrLines, write_lines
 from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
@@ -175,9 +175,10 @@ def test_the_default_handler_gets_the_same_line_logging_writes(
     plain_logger: tuple[logging.Logger, io.StringIO],
 ) -> None:
     logger, written = plain_logger
-    write_line(logger, '{"a":1}')  # Straight to the handler's stream.
+    write_lines(logger, ['{"a":1}'])  # Straight to the handler's stream.
     logger.info('{"a":2}')  # Through logging, for comparison.
-    assert written.getvalue() == '{"a":1}\n{"a":2}\n'
+    write_lines(logger, ['{"a":3}', '{"a":4}'])
+    assert written.getvalue() == '{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n'
 
 
 def test_a_filter_or_a_level_on_the_access_logger_is_honoured(
@@ -185,11 +186,10 @@ def test_a_filter_or_a_level_on_the_access_logger_is_honoured(
 ) -> None:
     logger, written = plain_logger
     logger.addFilter(lambda record: "drop" not in record.getMessage())
-    write_line(logger, "drop me")
-    write_line(logger, "keep me")
+    write_lines(logger, ["drop me", "keep me"])
     logger.filters.clear()
     logger.handlers[0].setLevel(logging.WARNING)
-    write_line(logger, "below the handler's level")
+    write_lines(logger, ["below the handler's level"])
     assert written.getvalue() == "keep me\n"
 
 

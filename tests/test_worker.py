@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from serve import bookkeeping
 from serve.worker import (
     MAX_REQUESTS_PER_CONNECTION,
     Connection,
@@ -368,3 +369,89 @@ def test_a_ready_key_left_over_from_before_a_close_or_a_new_keep_is_ignored() ->
     finally:
         for each in (idle, closed, kept_again):
             each.client.close()
+
+
+def test_a_client_finds_its_request_logged_when_its_answer_arrives(
+    server: GunicornServer,
+) -> None:
+    with connect(server) as client:
+        answers = Answers(client)
+        for index in range(5):
+            identifier = f"logged-before-answered-{index}"
+            client.sendall(
+                LIVE.replace(b"\r\n\r\n", f"\r\nX-Request-ID: {identifier}\r\n\r\n".encode())
+            )
+            status, _, _ = answers.next()
+            assert status == 200
+            assert f'"request_id":"{identifier}"' in server.log()
+
+
+class ReadySelector:
+    """A selector stand-in: reports ``ready`` for every poll and records the timeouts."""
+
+    def __init__(self, ready: list[tuple[object, int]]) -> None:
+        self.ready = ready
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[object, int]]:
+        self.timeouts.append(timeout)
+        return self.ready
+
+
+@pytest.fixture()
+def held() -> Iterator[list[list[int]]]:
+    """Bookkeeping held, as in a worker, with one item waiting; yields what gets written."""
+    written: list[list[int]] = []
+    queue = bookkeeping.Deferred(written.append)
+    bookkeeping.hold()
+    queue.add(1)
+    try:
+        yield written
+    finally:
+        bookkeeping.release()
+        del queue
+
+
+def _worker_with(selector: ReadySelector) -> KeepAliveWorker:
+    worker = object.__new__(KeepAliveWorker)
+    worker._selector = selector  # type: ignore[assignment]
+    worker._idle = collections.OrderedDict()
+    worker._listening_again_at = None
+    worker.cfg = types.SimpleNamespace(keepalive=5)  # type: ignore[assignment]
+    return worker
+
+
+def test_bookkeeping_is_written_before_an_answer_when_nothing_else_waits(
+    held: list[list[int]],
+) -> None:
+    _worker_with(ReadySelector([]))._write_bookkeeping_unless_busy()
+    assert held == [[1]]
+
+
+def test_bookkeeping_stays_held_while_another_request_waits(held: list[list[int]]) -> None:
+    _worker_with(ReadySelector([(object(), 1)]))._write_bookkeeping_unless_busy()
+    assert held == []
+
+
+def test_bookkeeping_held_too_long_is_written_even_when_busy(
+    held: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bookkeeping, "MAX_DELAY", 0.0)
+    _worker_with(ReadySelector([(object(), 1)]))._write_bookkeeping_unless_busy()
+    assert held == [[1]]
+
+
+def test_bookkeeping_is_written_before_the_worker_waits(held: list[list[int]]) -> None:
+    selector = ReadySelector([])
+    assert _worker_with(selector)._wait() == []
+    assert held == [[1]]
+    assert selector.timeouts[0] == 0
+    assert selector.timeouts[1] is not None and selector.timeouts[1] > 0
+
+
+def test_ready_work_is_taken_before_held_bookkeeping(held: list[list[int]]) -> None:
+    ready = [(object(), 1)]
+    selector = ReadySelector(ready)
+    assert _worker_with(selector)._wait() == ready
+    assert held == []
+    assert selector.timeouts == [0]
