@@ -16,6 +16,7 @@ late, and before it answers ``GET /metrics`` itself.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import os
@@ -179,9 +180,33 @@ def _write_counts(items: list[tuple[Any, float]]) -> None:
 
 
 def _write_observations(items: list[tuple[Any, float]]) -> None:
-    """Observe each (histogram child, value)."""
+    """Observe each (histogram child, value), each histogram's values together."""
+    values: dict[Any, list[float]] = {}
     for histogram, value in items:
-        histogram.observe(value)
+        values.setdefault(histogram, []).append(value)
+    for histogram, observed in values.items():
+        observe_all(histogram, observed)
+
+
+def observe_all(histogram: Any, values: list[float]) -> None:
+    """What ``histogram.observe`` of each value does, with the sum and each bucket written
+    once (in multiprocess mode every write is a write to the shared file). Uses the fields
+    prometheus_client's Histogram observes into; where a version lacks them, observes the
+    values one by one."""
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    total.inc(sum(values))
+    counts: dict[int, int] = {}
+    for value in values:  # The first bucket whose bound is >= value (none for NaN).
+        index = bisect.bisect_left(bounds, value)
+        if index < len(bounds) and value <= bounds[index]:
+            counts[index] = counts.get(index, 0) + 1
+    for index, count in counts.items():
+        buckets[index].inc(count)
 
 
 _COUNTS: bookkeeping.Deferred[tuple[Any, float]] = bookkeeping.Deferred(_write_counts)

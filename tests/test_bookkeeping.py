@@ -7,13 +7,15 @@ import datetime
 import io
 import json
 import logging
+import math
 from collections.abc import Iterator
 
 import falcon.testing
 import prometheus_client
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
-from serve import bookkeeping
+from serve import bookkeeping, metrics
 from serve.requestlog import ACCESS_LOGGER, StderrLines
 from tests.images import stroke_png
 from tests.servers import encode_multipart
@@ -146,6 +148,38 @@ def test_a_scrape_writes_out_its_own_workers_held_metrics(
     text = client.simulate_get("/metrics").text
     assert _counted()[0] == before[0] + 1
     assert f'nv_inference_count{{model="cnn",version="1"}} {before[0] + 1}' in text
+
+
+def test_observing_values_together_gives_what_observing_each_gives() -> None:
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.3, 0.3, 7.0, 1e9, float("inf"), -1.0, float("nan")]
+    one_by_one, together = CollectorRegistry(), CollectorRegistry()
+    buckets = metrics.LATENCY_BUCKETS
+    each = Histogram("latency", "d", ("route",), buckets=buckets, registry=one_by_one)
+    batched = Histogram("latency", "d", ("route",), buckets=buckets, registry=together)
+    for value in values:
+        each.labels("/a").observe(value)
+    metrics.observe_all(batched.labels("/a"), values)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (sample.name, sample.labels.get("le", "")): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if not sample.name.endswith("_sum")
+        }
+
+    assert samples(together) == samples(one_by_one)
+    assert samples(together)[("latency_count", "")] == len(values) - 1  # NaN is in no bucket.
+
+    finite = [value for value in values if math.isfinite(value)]
+    for value in finite:
+        each.labels("/b").observe(value)
+    metrics.observe_all(batched.labels("/b"), finite)
+    sums = [
+        registry.get_sample_value("latency_sum", {"route": "/b"})
+        for registry in (one_by_one, together)
+    ]
+    assert sums[1] == pytest.approx(sums[0]) == pytest.approx(sum(finite))
 
 
 @pytest.fixture()
