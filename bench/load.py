@@ -3,9 +3,11 @@
 ``python -m bench.load`` starts ``gunicorn serve:app`` (2 workers) on 127.0.0.1, drives each
 route with wrk for a fixed time at the given concurrencies, reads every worker's RSS before
 and after, measures the in-process limit (bench/inprocess.py) and the FastAPI peer
-(bench/peers/, run as ``uvicorn --workers 2`` and again with TCP_NODELAY restored, see
-bench/peers/uvicorn_nodelay.py), and prints one Markdown table. Figures are printed, never
-asserted.
+(bench/peers/: ``uvicorn --workers 2`` as ``pip install fastapi uvicorn`` gives it, h11 on
+asyncio; the same with TCP_NODELAY restored, see bench/peers/uvicorn_nodelay.py; and, when
+``uvicorn[standard]`` is installed, ``uvicorn --workers 2`` on httptools and uvloop, which
+FastAPI's own ``pip install "fastapi[standard]"`` gives), and prints one Markdown table.
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -32,8 +35,27 @@ from bench.processes import cpu_seconds, rss_mb, uvicorn_peer
 from tests.servers import encode_multipart, gunicorn_server, request
 
 log = logging.getLogger(__name__)
-#: The peer's two runs: as ``uvicorn --workers`` starts it, and with TCP_NODELAY restored.
-PEERS = {"uvicorn --workers 2": False, "uvicorn, TCP_NODELAY on": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """One way to run the FastAPI peer: through bench/peers/uvicorn_nodelay.py or not, and
+    uvicorn's ``--http`` and ``--loop``, which need ``modules`` installed."""
+
+    nodelay: bool
+    stack: tuple[str, str]
+    modules: tuple[str, ...] = ()
+
+
+#: The peer's runs: as ``uvicorn --workers`` starts it from a plain install, the same with
+#: TCP_NODELAY restored, and ``uvicorn --workers`` from ``uvicorn[standard]``.
+PEERS = {
+    "uvicorn --workers 2": Peer(nodelay=False, stack=("h11", "asyncio")),
+    "uvicorn, TCP_NODELAY on": Peer(nodelay=True, stack=("h11", "asyncio")),
+    "uvicorn[standard] --workers 2": Peer(
+        nodelay=False, stack=("httptools", "uvloop"), modules=("httptools", "uvloop")
+    ),
+}
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 
@@ -319,9 +341,15 @@ def main() -> None:
             time.sleep(0.1)
         peers: dict[str, tuple[str, list[int]]] = {}
         if not arguments.no_peer:
-            for name, nodelay in PEERS.items():
+            for name, way in PEERS.items():
+                missing = [module for module in way.modules if not importlib.util.find_spec(module)]
+                if missing:
+                    log.info("peer %s skipped: %s not installed", name, ", ".join(missing))
+                    continue
                 peers[name] = stack.enter_context(
-                    uvicorn_peer(arguments.model_dir, arguments.workers, nodelay=nodelay)
+                    uvicorn_peer(
+                        arguments.model_dir, arguments.workers, nodelay=way.nodelay, stack=way.stack
+                    )
                 )
         routes = build_routes(server.base_url, arguments.model)
         peer_route = dataclasses.replace(routes[0], name="peer /predict png 28x28")

@@ -46,10 +46,12 @@ def uvicorn_peer(
     workers: int = 2,
     env: Mapping[str, str] | None = None,
     nodelay: bool = False,
+    stack: tuple[str, str] = ("h11", "asyncio"),
 ) -> Iterator[tuple[str, list[int]]]:
     """Run the FastAPI peer under ``uvicorn --workers`` (with ``nodelay``, under
-    bench/peers/uvicorn_nodelay.py, which restores TCP_NODELAY); yield its base URL and the
-    worker pids once every worker answers."""
+    bench/peers/uvicorn_nodelay.py, which restores TCP_NODELAY), on the ``stack`` given
+    (uvicorn's ``--http`` and ``--loop``); yield its base URL and the worker pids once every
+    worker answers."""
     port = free_port()
     environment = {
         **os.environ,
@@ -68,6 +70,8 @@ def uvicorn_peer(
     ]
     if nodelay:
         command = [sys.executable, "-m", "bench.peers.uvicorn_nodelay"]
+    http, loop = stack
+    command += ["--http", http, "--loop", loop]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=ROOT, env=environment, start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"

@@ -1,9 +1,11 @@
 """The FastAPI peer under uvicorn's own multi-worker supervisor, with one fix: the listening
 socket is created with ``proto=IPPROTO_TCP``, so that asyncio turns TCP_NODELAY on for each
 connection. ``uvicorn --workers N`` leaves it off (Kludex/uvicorn#3149), and then every
-keep-alive request after the first waits about 40 ms for the client's delayed ACK.
+keep-alive request after the first waits about 40 ms for the client's delayed ACK. (Under
+uvloop, which ``uvicorn[standard]`` installs, the delay does not show: measured in the
+README's Performance section.)
 
-``python -m bench.peers.uvicorn_nodelay --port 8002 --workers 2``
+``python -m bench.peers.uvicorn_nodelay --port 8002 --workers 2 [--http h11 --loop asyncio]``
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--http", default="auto", help="uvicorn's --http")
+    parser.add_argument("--loop", default="auto", help="uvicorn's --loop")
     arguments = parser.parse_args()
     config = uvicorn.Config(
         "bench.peers.fastapi_app:app",
         host=arguments.host,
         port=arguments.port,
         workers=arguments.workers,
+        http=arguments.http,
+        loop=arguments.loop,
         access_log=False,
         log_level="warning",
     )
