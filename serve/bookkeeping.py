@@ -3,12 +3,13 @@ worker is busy and written out in batches.
 
 Written out request by request, a ``/predict``'s 13 metric writes (each to a file shared
 with the other workers) and its log line cost about 0.12 ms of worker CPU; held and written
-in batches, a third of that (Cost per request in the README). The keep-alive worker (serve/worker.py) calls :func:`hold` and then
-:func:`flush` whenever nothing else is waiting for it: before it sends an answer with no
-other request ready (so a client that waits for its answer finds its request counted and
-logged), before it waits for work, every ``MAX_DELAY`` seconds at the latest under load,
-and when it exits. ``GET /metrics`` flushes too. Anywhere else (tests, another WSGI server)
-nothing is held: each item is written out the moment it is added, as before.
+in batches, a third of that (Cost per request in the README). The keep-alive worker
+(serve/worker.py) calls :func:`hold`, then :func:`flush` whenever nothing else is waiting
+for it: before it sends an answer with no other request ready (so a client that waits for
+its answer finds its request counted and logged), before it waits for work, every
+``MAX_DELAY`` seconds at the latest under load, and when it exits. ``GET /metrics`` flushes
+too. Anywhere else (tests, another WSGI server) nothing is held: each item is written out
+the moment it is added, as before.
 
 A worker killed with SIGKILL loses what it held: at most ``MAX_DELAY`` seconds of counts and
 log lines.
