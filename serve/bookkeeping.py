@@ -6,13 +6,14 @@ with the other workers) and its log line cost about 0.12 ms of worker CPU; held 
 in batches, a third of that (Cost per request in the README). The keep-alive worker
 (serve/worker.py) calls :func:`hold`, then :func:`flush` whenever nothing else is waiting
 for it: before it sends an answer with no other request ready (so a client that waits for
-its answer finds its request counted and logged), before it waits for work, every
-``MAX_DELAY`` seconds at the latest under load, and when it exits. ``GET /metrics`` flushes
+its answer finds its request counted and logged), before it waits for work, and when it
+exits; under load, :func:`flush_if_overdue` before each request, so nothing waits much
+longer than ``MAX_DELAY`` seconds plus the request in progress. ``GET /metrics`` flushes
 too. Anywhere else (tests, another WSGI server) nothing is held: each item is written out
 the moment it is added, as before.
 
-A worker killed with SIGKILL loses what it held: at most ``MAX_DELAY`` seconds of counts and
-log lines.
+A worker killed with SIGKILL (or stuck past the arbiter's timeout) loses what it held: the
+bookkeeping of requests answered at most ``MAX_DELAY`` seconds before the one in progress.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-#: Held items are written out at the latest this many seconds after the oldest was added.
+#: Under load, held items are written out before the first request that starts this many
+#: seconds or more after the oldest of them was added.
 MAX_DELAY = 0.1
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,11 @@ def held() -> bool:
     return _STATE.since is not None
 
 
-def overdue() -> bool:
-    """Whether the oldest item held has waited ``MAX_DELAY`` seconds or more."""
+def flush_if_overdue() -> None:
+    """Write out everything held once the oldest item has waited ``MAX_DELAY`` seconds."""
     since = _STATE.since
-    return since is not None and time.monotonic() - since >= MAX_DELAY
+    if since is not None and time.monotonic() - since >= MAX_DELAY:
+        flush()
 
 
 def flush() -> None:

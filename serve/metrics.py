@@ -10,8 +10,9 @@ ever incremented (summed across workers, kept after a worker exits) and typed ba
 in the exposition, which is what Triton dashboards read.
 
 Under the keep-alive worker the observations are held and written out in batches
-(serve/bookkeeping.py): a worker's counts reach the files at most ``MAX_DELAY`` seconds
-late, and before it answers ``GET /metrics`` itself.
+(serve/bookkeeping.py): under load a worker's counts reach the files about
+``bookkeeping.MAX_DELAY`` seconds late (plus the request in progress), and before it
+answers ``GET /metrics`` itself.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ A slow request still holds the worker, as in the sync worker: put it behind a bu
   and sent with the first piece of the body, in one call and one TCP segment.
 - A request's metrics and access-log line are held in memory while other requests wait for
   the worker, and written out in batches (serve/bookkeeping.py): before an answer leaves
-  with no other request ready, before the worker waits for work, every
-  ``bookkeeping.MAX_DELAY`` seconds under load, and when it exits.
+  with no other request ready, before the worker waits for work, under load before a
+  request once they have waited ``bookkeeping.MAX_DELAY`` seconds, and when it exits.
 - On SIGTERM the request in progress is answered, and for ``_SHUTDOWN_LINGER`` seconds so
   is any request arriving on a kept connection (with ``Connection: close``); then the idle
   connections are closed. SIGQUIT, SIGINT and the arbiter's SIGABRT end the worker at once.
@@ -202,25 +202,26 @@ class KeepAliveWorker(sync.SyncWorker):
                 again = self._listening_again_at
                 if again is not None and time.monotonic() >= again:
                     self._listen()
-                ready = self._wait()
+                ready = self._wait(self._wait_seconds())
                 self._handle(ready, time.monotonic())
                 self._close_expired()
                 if not self.is_parent_alive():
                     break
             self._finish()
         finally:
-            bookkeeping.flush()
+            bookkeeping.release()  # Written out now, and anything later at once.
             TALLY.leave()
             self._selector.close()
 
-    def _wait(self) -> list[tuple[selectors.SelectorKey, int]]:
-        """What is ready; when nothing is yet, write out the held bookkeeping, then wait."""
+    def _wait(self, seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
+        """What is ready, waiting up to ``seconds``; when nothing is ready yet, the held
+        bookkeeping is written out first."""
         if bookkeeping.held():
             ready = self._selector.select(0)
             if ready:
                 return ready
             bookkeeping.flush()
-        return self._selector.select(self._wait_seconds())
+        return self._selector.select(seconds)
 
     def _handle(self, ready: list[tuple[selectors.SelectorKey, int]], selected_at: float) -> None:
         """Serve the ready connections and accept from the ready listeners (selected at
@@ -406,6 +407,7 @@ class KeepAliveWorker(sync.SyncWorker):
         resp = None
         connection.served += 1
         try:
+            bookkeeping.flush_if_overdue()  # Under load, before this request can take long.
             self.cfg.pre_request(self, req)
             request_start = datetime.datetime.now()
             resp, environ = wsgi.create(
@@ -417,7 +419,7 @@ class KeepAliveWorker(sync.SyncWorker):
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
             respiter = self.wsgi(environ, resp.start_response)
-            self._write_bookkeeping_unless_busy()
+            self._write_bookkeeping_if_idle()
             gathered = GatheredSocket(connection.client)
             resp.sock = gathered  # The answer; early hints and 100 Continue go straight out.
             try:
@@ -454,11 +456,11 @@ class KeepAliveWorker(sync.SyncWorker):
                 self.log.exception("Exception in post_request hook")
         return not resp.should_close() and answered_in_full(req, resp)
 
-    def _write_bookkeeping_unless_busy(self) -> None:
+    def _write_bookkeeping_if_idle(self) -> None:
         """Write out the held bookkeeping before an answer leaves when no other request is
-        ready (so a client that waits for its answer finds its request counted and logged),
-        or when it has been held ``bookkeeping.MAX_DELAY`` seconds."""
-        if bookkeeping.held() and (bookkeeping.overdue() or not self._selector.select(0)):
+        ready, so that a client that waits for its answer finds its request counted and
+        logged."""
+        if bookkeeping.held() and not self._selector.select(0):
             bookkeeping.flush()
 
     def _may_keep(self, connection: Connection, req: Any) -> bool:
@@ -520,11 +522,10 @@ class KeepAliveWorker(sync.SyncWorker):
         ``Connection: close``; then close the idle ones left."""
         if self._listening_again_at is None:
             self._pause_listening(float("inf"))
-        bookkeeping.flush()
         deadline = time.monotonic() + min(_SHUTDOWN_LINGER, self.cfg.keepalive)
         while self._idle and (remaining := deadline - time.monotonic()) > 0:
             self._heartbeat()
-            for key, _ in self._selector.select(min(remaining, _MAX_WAIT)):
+            for key, _ in self._wait(min(remaining, _MAX_WAIT)):
                 if key.data is None:
                     self._drain_wake_pipe()
                 elif isinstance(key.data, Connection):

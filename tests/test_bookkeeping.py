@@ -54,15 +54,19 @@ def test_held_items_are_written_in_one_batch_in_order(holding: None) -> None:
     assert written == [[1, 2, 3]]
 
 
-def test_held_items_are_overdue_after_max_delay(
+def test_held_items_are_written_once_they_waited_max_delay(
     holding: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queue = bookkeeping.Deferred(lambda items: None)
-    assert not bookkeeping.overdue()
+    written: list[list[int]] = []
+    queue = bookkeeping.Deferred(written.append)
+    bookkeeping.flush_if_overdue()
     queue.add(1)
-    assert not bookkeeping.overdue()
+    bookkeeping.flush_if_overdue()
+    assert written == []
     monkeypatch.setattr(bookkeeping, "MAX_DELAY", 0.0)
-    assert bookkeeping.overdue()
+    bookkeeping.flush_if_overdue()
+    assert written == [[1]]
+    assert not bookkeeping.held()
 
 
 def test_a_failing_write_is_logged_and_the_others_still_happen(

@@ -7,7 +7,9 @@ import datetime
 import io
 import json
 import logging
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,13 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from serve.requestlog import ACCESS_LOGGER, StderrLines, write_lines
+from serve.requestlog import (
+    ACCESS_LOGGER,
+    ATOMIC_WRITE_BYTES,
+    StderrLines,
+    whole_line_chunks,
+    write_lines,
+)
 from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
@@ -210,3 +218,75 @@ def test_gunicorn_prints_each_line_once(fake_models: Path) -> None:
         lines = [line for line in output.splitlines() if f'"request_id":"once-{index}"' in line]
         assert len(lines) == 1, output
         assert json.loads(lines[0])["route"] == "/health/live"
+
+
+def test_lines_are_written_in_chunks_of_whole_lines_within_the_atomic_size() -> None:
+    lines = [f'{{"n":{index},"pad":"{"x" * (index % 300)}"}}' for index in range(200)]
+    lines.insert(50, "y" * (ATOMIC_WRITE_BYTES + 10))  # Longer than one atomic write.
+    lines.insert(80, "é" * 300)  # 600 bytes in UTF-8.
+    chunks = list(whole_line_chunks(lines, "\n", ATOMIC_WRITE_BYTES))
+    assert "".join(chunks) == "".join(line + "\n" for line in lines)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert chunk.endswith("\n")
+        assert len(chunk.encode()) <= ATOMIC_WRITE_BYTES or chunk.count("\n") == 1
+
+
+class _Writes(io.StringIO):
+    """A stream that records what each flush sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+        self._flushed = 0
+
+    def flush(self) -> None:
+        value = self.getvalue()
+        self.sent.append(value[self._flushed :])
+        self._flushed = len(value)
+
+
+def test_the_default_handler_sends_each_chunk_on_its_own() -> None:
+    handler = StderrLines()
+    stream = _Writes()
+    handler.setStream(stream)
+    lines = ["z" * 100 for _ in range(100)]
+    handler.write_lines(lines)
+    assert stream.sent == list(whole_line_chunks(lines, "\n", ATOMIC_WRITE_BYTES))
+
+
+def _write_batches(write_end: int, name: str) -> None:
+    """In a forked child: write 40 batches of 50 JSON lines (about 12 kB) to the pipe."""
+    handler = StderrLines()
+    handler.setStream(os.fdopen(write_end, "w", buffering=1))
+    for batch in range(40):
+        handler.write_lines(
+            [
+                json.dumps({"worker": name, "n": batch * 50 + index, "pad": "p" * 200})
+                for index in range(50)
+            ]
+        )
+    os._exit(0)
+
+
+def test_two_workers_writing_batches_to_one_pipe_never_break_a_line() -> None:
+    read_end, write_end = os.pipe()
+    children = []
+    for name in ("a", "b"):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _write_batches(write_end, name)
+        children.append(pid)
+    os.close(write_end)
+    pieces = []
+    while piece := os.read(read_end, 4096):  # Slowly: the writers find the pipe full.
+        pieces.append(piece)
+        time.sleep(0.0002)
+    os.close(read_end)
+    received = b"".join(pieces).decode().splitlines()
+    for pid in children:
+        assert os.waitpid(pid, 0)[1] == 0
+    parsed = [json.loads(line) for line in received]
+    for name in ("a", "b"):
+        assert [line["n"] for line in parsed if line["worker"] == name] == list(range(2000))
