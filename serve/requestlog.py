@@ -133,7 +133,7 @@ def _format(answered: Answered) -> str:
 
 
 def _write_answered(items: list[Answered]) -> None:
-    """Write the lines of answered requests, one write per logger."""
+    """Write the lines of answered requests, logger by logger."""
     lines: dict[logging.Logger, list[str]] = {}
     for answered in items:
         lines.setdefault(answered[0], []).append(_format(answered))
