@@ -2,8 +2,8 @@
 worker is busy and written out in batches.
 
 Written out request by request, a ``/predict``'s 13 metric writes (each to a file shared
-with the other workers) and its log line cost about 0.12 ms of worker CPU; held and written
-in batches, a third of that (Cost per request in the README). The keep-alive worker
+with the other workers) and its log line cost about 0.1 ms of worker CPU; held and written
+in batches, about 0.04 ms (Cost per request in the README). The keep-alive worker
 (serve/worker.py) calls :func:`hold`, then :func:`flush` whenever nothing else is waiting
 for it: before it sends an answer with no other request ready (so a client that waits for
 its answer finds its request counted and logged), before it waits for work, and when it
