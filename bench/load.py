@@ -40,11 +40,10 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Peer:
     """One way to run the FastAPI peer: through bench/peers/uvicorn_nodelay.py or not, and
-    uvicorn's ``--http`` and ``--loop``, which need ``modules`` installed."""
+    uvicorn's ``--http`` and ``--loop`` (each the name of the module it needs)."""
 
     nodelay: bool
     stack: tuple[str, str]
-    modules: tuple[str, ...] = ()
 
 
 #: The peer's runs: as ``uvicorn --workers`` starts it from a plain install, the same with
@@ -52,9 +51,7 @@ class Peer:
 PEERS = {
     "uvicorn --workers 2": Peer(nodelay=False, stack=("h11", "asyncio")),
     "uvicorn, TCP_NODELAY on": Peer(nodelay=True, stack=("h11", "asyncio")),
-    "uvicorn[standard] --workers 2": Peer(
-        nodelay=False, stack=("httptools", "uvloop"), modules=("httptools", "uvloop")
-    ),
+    "uvicorn[standard] --workers 2": Peer(nodelay=False, stack=("httptools", "uvloop")),
 }
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
@@ -342,7 +339,7 @@ def main() -> None:
         peers: dict[str, tuple[str, list[int]]] = {}
         if not arguments.no_peer:
             for name, way in PEERS.items():
-                missing = [module for module in way.modules if not importlib.util.find_spec(module)]
+                missing = [module for module in way.stack if not importlib.util.find_spec(module)]
                 if missing:
                     log.info("peer %s skipped: %s not installed", name, ", ".join(missing))
                     continue
