@@ -28,9 +28,11 @@ from PIL import Image
 
 from bench import processes, samples
 from bench.load import DEFAULT_MODEL_DIR, Route, drive
-from serve import imaging, metrics, predict, preprocess, requestlog, uploads
+from serve.api import predict, uploads
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
+from serve.observability import metrics, requestlog
 from serve.settings import Settings
 from tests.servers import encode_multipart, gunicorn_server
 
@@ -92,8 +94,8 @@ def stages(
     body, content_type = encode_multipart([("file", "digit", payload)], content_type_of_part)
     limits = uploads.UploadLimits.from_settings(settings)
     model = repository.get(model_name)
-    image = imaging.decode(payload, settings.max_image_pixels)
-    array = preprocess.to_mnist(image)[np.newaxis]
+    image = decode.decode(payload, settings.max_image_pixels)
+    array = normalise.to_mnist(image)[np.newaxis]
     probabilities = model.predict(array)[0]
     path = f"/predict?model={model_name}"
     access_log = _silent_access_log()
@@ -124,14 +126,14 @@ def stages(
         metrics.observe_inference(model.info.name, "1", images=1, infer_seconds=1e-4)
         http_metrics.process_response(request, response, None, True)
 
-    def decode() -> Image.Image:
-        return imaging.decode(payload, settings.max_image_pixels)
+    def decoded() -> Image.Image:
+        return decode.decode(payload, settings.max_image_pixels)
 
     work = {
         "multipart parse": (parse, new_request),
-        "decode": (decode, None),
+        "decode": (decoded, None),
         # On a freshly decoded image each time: Pillow caches some work (EXIF) per image.
-        "preprocess": (lambda: preprocess.to_mnist(decode()), decode),
+        "preprocess": (lambda: normalise.to_mnist(decoded()), decoded),
         "inference": (lambda: model.predict(array), None),
         "JSON answer": (
             lambda: orjson.dumps(predict.describe(model.info, probabilities, None)),
@@ -154,8 +156,8 @@ def stages(
 
 def _silent_access_log() -> requestlog.RequestLog:
     """The request log middleware, writing its lines (as in a worker) to /dev/null."""
-    handler = requestlog.StderrLines()
-    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (open for the process's life)
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
+    handler.setFormatter(requestlog.JsonFormatter())
     logger = logging.getLogger("bench.breakdown.access")
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import samples
-from serve import imaging, preprocess
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from serve.settings import DEFAULT_MODEL_DIR, Settings
 
 BLAS_THREADS = "OPENBLAS_NUM_THREADS"
@@ -62,8 +62,8 @@ def _worker(
         if workload.payload is None:
             model.run(tensor)
         else:
-            image = imaging.decode(workload.payload, max_pixels)
-            model.predict(preprocess.to_mnist(image)[np.newaxis])
+            image = decode.decode(workload.payload, max_pixels)
+            model.predict(normalise.to_mnist(image)[np.newaxis])
         count += 1
     spent = time.process_time() - cpu_started
     results.put((count * workload.batch, spent))  # type: ignore[attr-defined]

@@ -1,8 +1,8 @@
 """Recognition through the serving preprocessing: how often the CNN labels real-looking
 uploads right.
 
-Two figures, each a full round trip through ``serve.imaging.decode`` and
-``serve.preprocess.to_mnist``:
+Two figures, each a full round trip through ``serve.images.decode.decode`` and
+``serve.images.normalise.to_mnist``:
 - MNIST's 10,000 test digits, each inverted (black on white), upscaled to 112..280 px with a
   white margin and sent as a JPEG;
 - digits 0-9 typed in every TTF/OTF font ``fc-list`` finds, rendered black on white.
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from serve.imaging import decode
-from serve.preprocess import to_mnist
-from serve.runtime import CPU, OnnxModel
+from serve.images.decode import decode
+from serve.images.normalise import to_mnist
+from serve.model.runtime import CPU, OnnxModel
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "onnx_models" / "cnn.onnx"

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    """Build ``serve.app`` on first access, so importing ``serve.preprocess`` stays cheap
+    """Build ``serve.app`` on first access, so importing ``serve.images.normalise`` stays cheap
     and gunicorn workers (``preload_app = False``) each load their models after fork."""
     if name == "app":
         from serve.app import create_app

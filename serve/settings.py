@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from serve.cpus import usable_cpus
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
@@ -15,7 +17,7 @@ def threads_per_worker(environ: Mapping[str, str] | None = None) -> int:
     """Threads per worker (onnxruntime intra-op, numpy's BLAS) so that gunicorn workers
     (``WEB_CONCURRENCY``, which gunicorn.conf.py sets) x threads = cores; at least 1."""
     env = os.environ if environ is None else environ
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     try:
         workers = int(env.get("WEB_CONCURRENCY") or cores)
     except ValueError:

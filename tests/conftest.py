@@ -9,7 +9,7 @@ import falcon.testing
 import pytest
 
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.fakes import fake_model_dir
 

@@ -70,15 +70,6 @@ class GunicornServer:
         self.process.wait()
 
 
-def assert_on_cpus_of_their_own(server: GunicornServer) -> None:
-    """With at least as many CPUs as workers, each worker is pinned to a different one."""
-    pids = server.worker_pids()
-    if len(os.sched_getaffinity(0)) >= len(pids):
-        cpus = [os.sched_getaffinity(pid) for pid in pids]
-        assert all(len(held) == 1 for held in cpus), cpus
-        assert len(set().union(*cpus)) == len(pids), cpus
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -25,7 +25,6 @@ from PIL import Image
 from tests.fakes import write_fake_model
 from tests.servers import (
     GunicornServer,
-    assert_on_cpus_of_their_own,
     encode_multipart,
     get_json,
     gunicorn_server,
@@ -122,12 +121,12 @@ def test_a_killed_worker_loses_only_its_request_and_is_replaced(fake_models: Pat
                 lambda: len(set(server.worker_pids()) - set(workers)) == 1, 20, "a new worker"
             )
             load.wait_for(50)
-        # A sync worker holds one connection at a time: at most that request is lost.
+        # The killed worker's connections are lost (its request and those it had accepted,
+        # at most one per client); every other request is answered.
         failures = load.failures()
-        assert sum(failures.values()) <= 1, failures
+        assert sum(failures.values()) <= CLIENTS, failures
         assert not any(key.startswith("5") for key in failures), failures
         assert workers[1] in server.worker_pids()
-        assert_on_cpus_of_their_own(server)  # The new worker took the CPU the old one held.
         body, content_type = _digit_upload()
         for _ in range(10):
             status, _, _ = request(
@@ -157,7 +156,6 @@ def test_sighup_reloads_models_without_dropping_requests(fake_models: Path, tmp_
             load.wait_for(30)
         assert load.failures() == {}
         assert _served_version(server) == "2"
-        assert_on_cpus_of_their_own(server)
 
 
 def _start_slow_upload(base_url: str, body: bytes, content_type: str) -> socket.socket:

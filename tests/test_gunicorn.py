@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serve import imaging, preprocess
-from serve.runtime import ModelRepository
+from serve.cpus import usable_cpus
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from tests.images import encoded
 from tests.servers import (
     ROOT,
     GunicornServer,
-    assert_on_cpus_of_their_own,
     get_json,
     gunicorn_server,
     post_files,
@@ -56,7 +56,7 @@ def local(fake_models: Path) -> ModelRepository:
 
 
 def local_label(repository: ModelRepository, model: str, data: bytes) -> int:
-    image = preprocess.to_mnist(imaging.decode(data, 10**8))
+    image = normalise.to_mnist(decode.decode(data, 10**8))
     return int(np.argmax(repository.get(model).predict(image[np.newaxis])[0]))
 
 
@@ -75,8 +75,21 @@ def test_config_checks(fake_models: Path) -> None:
         [*command, "--print-config"], cwd=ROOT, env=environment, capture_output=True, text=True
     ).stdout
     assert re.search(r"^preload_app += False$", printed, re.MULTILINE)
-    assert re.search(r"^worker_class += serve.worker.KeepAliveWorker$", printed, re.MULTILINE)
+    assert re.search(r"^worker_class += gthread$", printed, re.MULTILINE)
     assert "0.0.0.0:8001" in printed
+
+
+def test_port_and_host_come_from_the_environment(fake_models: Path) -> None:
+    environment = {**os.environ, "PORT": "9123", "BIND_HOST": "127.0.0.1"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "serve:app", "--print-config"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"^bind += \['127.0.0.1:9123'\]$", printed, re.MULTILINE)
 
 
 def test_two_workers_ready_with_both_models(server: GunicornServer) -> None:
@@ -90,12 +103,6 @@ def test_two_workers_ready_with_both_models(server: GunicornServer) -> None:
     )
 
 
-def test_each_worker_keeps_to_a_cpu_of_its_own(server: GunicornServer) -> None:
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("two workers are pinned only with at least two CPUs")
-    assert_on_cpus_of_their_own(server)
-
-
 def test_post_fork_gives_each_worker_its_share_of_blas_threads() -> None:
     """numpy is imported after the hook, so the variable it sets decides OpenBLAS's pool."""
     script = (
@@ -104,13 +111,13 @@ def test_post_fork_gives_each_worker_its_share_of_blas_threads() -> None:
         "hooks = runpy.run_path('gunicorn.conf.py')\n"
         "log = types.SimpleNamespace(error_log=logging.getLogger('gunicorn.error'))\n"
         "server = types.SimpleNamespace(num_workers=2, log=log)\n"
-        "hooks['post_fork'](server, types.SimpleNamespace(cpu=None))\n"
+        "hooks['post_fork'](server, types.SimpleNamespace())\n"
         "print(os.environ['OPENBLAS_NUM_THREADS'])\n"
     )
     printed = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    assert printed.strip() == str(max(1, (os.cpu_count() or 1) // 2))
+    assert printed.strip() == str(max(1, usable_cpus() // 2))
 
 
 def test_multipart_upload(server: GunicornServer, local: ModelRepository) -> None:

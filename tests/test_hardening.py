@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve import imaging, preprocess
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from tests.servers import GunicornServer, encode_multipart, gunicorn_server, request
 
 pytestmark = pytest.mark.slow
@@ -260,7 +260,7 @@ def test_workers_survived_and_still_answer_correctly(server: Target, fake_models
     """Runs last in this module: the workers that took every hostile request above are
     the ones that started, and each request of a burst is answered right."""
     repository = ModelRepository.load(fake_models, "cnn", "cpu", 1)
-    image = preprocess.to_mnist(imaging.decode(_png(_digit()), 40_000_000))
+    image = normalise.to_mnist(decode.decode(_png(_digit()), 40_000_000))
     expected = int(np.argmax(repository.get("cnn").predict(image[np.newaxis])[0]))
     body, content_type = _multipart(_png(_digit()))
     for _ in range(20):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon.testing
 
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""serve.imaging.decode: every allowed format decodes; every bad upload is a clean 4xx."""
+"""serve.images.decode.decode: every allowed format decodes; every bad upload is a clean 4xx."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from serve.imaging import decode
+from serve.images.decode import decode
 from tests.images import encoded, png_declaring
 
 LIMIT = 40_000_000

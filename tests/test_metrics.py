@@ -16,7 +16,6 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve import bookkeeping
 from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
@@ -231,17 +230,6 @@ def _per_worker_counts(folder: Path, name: str) -> dict[int, float]:
     return counts
 
 
-def _published_counts(folder: Path, name: str, total: float) -> dict[int, float]:
-    """:func:`_per_worker_counts` once they add up to ``total``, or after a second: a busy
-    worker writes its counts out at most ``bookkeeping.MAX_DELAY`` seconds late."""
-    deadline = time.monotonic() + max(1.0, 10 * bookkeeping.MAX_DELAY)
-    counts = _per_worker_counts(folder, name)
-    while sum(counts.values()) != total and time.monotonic() < deadline:
-        time.sleep(0.01)
-        counts = _per_worker_counts(folder, name)
-    return counts
-
-
 @pytest.mark.slow
 def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path) -> None:
     metrics_dir = tmp_path / "prometheus"
@@ -271,7 +259,7 @@ def test_totals_add_up_across_gunicorn_workers(fake_models: Path, tmp_path: Path
                 statuses = list(pool.map(post, range(requests_per_round)))
             assert statuses == [200] * requests_per_round
             requests_sent += requests_per_round
-            per_worker = _published_counts(metrics_dir, "nv_inference_count", requests_sent)
+            per_worker = _per_worker_counts(metrics_dir, "nv_inference_count")
             if set(per_worker) == workers:
                 break
 
@@ -321,15 +309,6 @@ def test_gunicorn_shares_metrics_without_any_configuration(fake_models: Path) ->
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             assert list(pool.map(post, range(requests_sent))) == [200] * requests_sent
-        deadline = time.monotonic() + max(1.0, 10 * bookkeeping.MAX_DELAY)
-        while time.monotonic() < deadline:  # A busy worker writes them out a little late.
-            status, _, text = request("GET", server.base_url + "/metrics")
-            if (
-                value(parse(text.decode()), "nv_inference_count", model="softmax", version="1")
-                == 16
-            ):
-                break
-            time.sleep(0.01)
         # Whichever worker answers the scrape, it reports every worker's counts.
         for _ in range(6):
             status, _, text = request("GET", server.base_url + "/metrics")

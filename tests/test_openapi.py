@@ -13,7 +13,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.images import stroke_png
 from tests.servers import encode_multipart

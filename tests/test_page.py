@@ -9,9 +9,9 @@ import falcon
 import falcon.testing
 import pytest
 
-from serve import page
+from serve.api import page
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.fakes import write_fake_model
 

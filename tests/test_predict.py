@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serve import imaging, preprocess
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.images import encoded, png_declaring
 from tests.servers import encode_multipart
@@ -30,7 +30,7 @@ STROKES = [(30, 20, 70, 80), (50, 10, 50, 90), (20, 30, 80, 30), (20, 80, 80, 20
 
 def expected(repository: ModelRepository, model: str, data: bytes) -> np.ndarray:
     """What the model says about ``data`` when run directly, without HTTP."""
-    image = preprocess.to_mnist(imaging.decode(data, 10**8))
+    image = normalise.to_mnist(decode.decode(data, 10**8))
     return repository.get(model).predict(image[np.newaxis])[0]
 
 
@@ -165,7 +165,7 @@ def test_debug_returns_the_28x28_the_model_saw(client: falcon.testing.TestClient
     assert answer["input_image"].startswith(prefix)
     seen = Image.open(io.BytesIO(base64.b64decode(answer["input_image"][len(prefix) :])))
     assert seen.size == (28, 28)
-    model_input = preprocess.to_mnist(imaging.decode(data, 10**8))
+    model_input = normalise.to_mnist(decode.decode(data, 10**8))
     np.testing.assert_allclose(np.asarray(seen.convert("L")) / 255.0, model_input, atol=1 / 255)
     assert "input_image" not in post_files(client, [("seven.png", data)]).json
 

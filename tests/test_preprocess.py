@@ -1,4 +1,4 @@
-"""serve.preprocess against generated images of every kind people send.
+"""serve.images.normalise against generated images of every kind people send.
 
 Each scenario draws a digit shape (a 7 or a 0, with ImageDraw), dresses it up as a canvas
 export, a phone photo, ruled paper, a scan with dust and so on, and checks the 28x28
@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw
 
 from bench.recognition import mnist_test_set
 from serve.errors import BlankImage
-from serve.imaging import decode
-from serve.preprocess import to_mnist, to_png_data_url
-from serve.strokes import stroke_width
+from serve.images.decode import decode
+from serve.images.normalise import to_mnist, to_png_data_url
+from serve.images.strokes import stroke_width
 from tests.images import encoded
 
 Box = tuple[float, float, float, float]

@@ -1,4 +1,4 @@
-"""Property-based tests of serve.preprocess: any image of any size, mode and value range
+"""Property-based tests of serve.images.normalise: any image of any size, mode and value range
 gives a finite 28x28 in [0, 1], or a clean BlankImage (a 422), never another exception."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw
 
 from serve.errors import BlankImage
-from serve.preprocess import to_mnist, to_png_data_url
+from serve.images.normalise import to_mnist, to_png_data_url
 
 MODES_FROM_BYTES = ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "HSV"]
 CHANNELS = {"1": 1, "L": 1, "P": 1, "RGB": 3, "RGBA": 4, "LA": 2, "CMYK": 4, "YCbCr": 3, "HSV": 3}

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from bench.recognition import font_accuracy, machine_fonts, mnist_upload_accuracy
-from serve.imaging import decode
-from serve.preprocess import to_mnist
-from serve.runtime import CPU, OnnxModel
+from serve.images.decode import decode
+from serve.images.normalise import to_mnist
+from serve.model.runtime import CPU, OnnxModel
 from tests.images import encoded
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,8 @@ import datetime
 import io
 import json
 import logging
-import os
 import re
-import time
+import select
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,8 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from serve.requestlog import (
-    ACCESS_LOGGER,
-    ATOMIC_WRITE_BYTES,
-    StderrLines,
-    whole_line_chunks,
-    write_lines,
-)
+from serve.observability import metrics, requestlog
+from serve.observability.requestlog import ACCESS_LOGGER, JsonFormatter
 from tests.images import stroke_png
 from tests.servers import encode_multipart, gunicorn_server, request
 
@@ -42,14 +36,15 @@ GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class _Lines(logging.Handler):
-    """Keeps every message logged to it."""
+    """Keeps every line logged to it, formatted as the access log's own handler does."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.setFormatter(JsonFormatter())
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append(self.format(record))
 
 
 @pytest.fixture()
@@ -161,44 +156,49 @@ def test_errors_are_logged_with_their_status_and_id(
     )
 
 
-@pytest.fixture()
-def plain_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    """A logger set up as configure_access_logger leaves the access logger, and what its
-    handler writes (a StringIO in place of stderr)."""
-    logger = logging.getLogger("tests.requestlog.plain")
+def test_a_long_path_is_cut_so_the_line_stays_one_atomic_write(
+    client: falcon.testing.TestClient, access_lines: list[str]
+) -> None:
+    path = "/" + "%00" * 1300 + "/" + "\u00e9" * 2000
+    result = client.simulate_get(path, headers={"User-Agent": "u" * 8000})
+    assert result.status_code == 404
+    line = only_line(access_lines)
+    assert len(access_lines[0].encode()) < select.PIPE_BUF
+    assert line["path"].endswith("...") and len(line["path"]) == requestlog.MAX_FIELD_CHARS
+
+
+def test_the_default_handler_writes_each_line_in_one_call() -> None:
+    logger = logging.getLogger("tests.requestlog.default")
+    logger.handlers.clear()
     logger.setLevel(logging.INFO)
-    handler = StderrLines()
-    written = io.StringIO()
-    handler.setStream(written)
-    logger.addHandler(handler)
     logger.propagate = False
-    try:
-        yield logger, written
-    finally:
-        logger.handlers.clear()
-        logger.filters.clear()
+    written: list[str] = []
+
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            written.append(text)
+            return len(text)
+
+    logger.addHandler(logging.StreamHandler(Stream()))
+    logger.handlers[0].setFormatter(JsonFormatter())
+    logger.info("x", extra={"request": {"path": "/" + "p" * 5000, "status": 200}})
+    assert len(written) == 1 and written[0].endswith("}\n")
+    assert json.loads(written[0])["status"] == 200
 
 
-def test_the_default_handler_gets_the_same_line_logging_writes(
-    plain_logger: tuple[logging.Logger, io.StringIO],
+def test_a_request_cut_short_at_the_timeout_is_logged_and_counted(
+    client: falcon.testing.TestClient, access_lines: list[str]
 ) -> None:
-    logger, written = plain_logger
-    write_lines(logger, ['{"a":1}'])  # Straight to the handler's stream.
-    logger.info('{"a":2}')  # Through logging, for comparison.
-    write_lines(logger, ['{"a":3}', '{"a":4}'])
-    assert written.getvalue() == '{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n'
-
-
-def test_a_filter_or_a_level_on_the_access_logger_is_honoured(
-    plain_logger: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, written = plain_logger
-    logger.addFilter(lambda record: "drop" not in record.getMessage())
-    write_lines(logger, ["drop me", "keep me"])
-    logger.filters.clear()
-    logger.handlers[0].setLevel(logging.WARNING)
-    write_lines(logger, ["below the handler's level"])
-    assert written.getvalue() == "keep me\n"
+    before = metrics.HTTP_REQUESTS_ABORTED.labels("POST")._value.get()
+    request_handler = requestlog.RequestLog(logging.getLogger(ACCESS_LOGGER))
+    req = falcon.testing.create_req(method="POST", path="/predict")
+    request_handler.process_request(req, falcon.Response())  # ... and never answered.
+    assert requestlog.log_aborted() == 1
+    line = json.loads(access_lines[-1])
+    assert (line["path"], line["status"], line["aborted"]) == ("/predict", None, True)
+    assert line["request_id"] == req.context.request_id
+    assert metrics.HTTP_REQUESTS_ABORTED.labels("POST")._value.get() == before + 1
+    assert requestlog.log_aborted() == 0  # Nothing is logged twice.
 
 
 @pytest.mark.slow
@@ -218,75 +218,3 @@ def test_gunicorn_prints_each_line_once(fake_models: Path) -> None:
         lines = [line for line in output.splitlines() if f'"request_id":"once-{index}"' in line]
         assert len(lines) == 1, output
         assert json.loads(lines[0])["route"] == "/health/live"
-
-
-def test_lines_are_written_in_chunks_of_whole_lines_within_the_atomic_size() -> None:
-    lines = [f'{{"n":{index},"pad":"{"x" * (index % 300)}"}}' for index in range(200)]
-    lines.insert(50, "y" * (ATOMIC_WRITE_BYTES + 10))  # Longer than one atomic write.
-    lines.insert(80, "é" * 300)  # 600 bytes in UTF-8.
-    chunks = list(whole_line_chunks(lines, "\n", ATOMIC_WRITE_BYTES))
-    assert "".join(chunks) == "".join(line + "\n" for line in lines)
-    assert len(chunks) > 1
-    for chunk in chunks:
-        assert chunk.endswith("\n")
-        assert len(chunk.encode()) <= ATOMIC_WRITE_BYTES or chunk.count("\n") == 1
-
-
-class _Writes(io.StringIO):
-    """A stream that records what each flush sent."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[str] = []
-        self._flushed = 0
-
-    def flush(self) -> None:
-        value = self.getvalue()
-        self.sent.append(value[self._flushed :])
-        self._flushed = len(value)
-
-
-def test_the_default_handler_sends_each_chunk_on_its_own() -> None:
-    handler = StderrLines()
-    stream = _Writes()
-    handler.setStream(stream)
-    lines = ["z" * 100 for _ in range(100)]
-    handler.write_lines(lines)
-    assert stream.sent == list(whole_line_chunks(lines, "\n", ATOMIC_WRITE_BYTES))
-
-
-def _write_batches(write_end: int, name: str) -> None:
-    """In a forked child: write 40 batches of 50 JSON lines (about 12 kB) to the pipe."""
-    handler = StderrLines()
-    handler.setStream(os.fdopen(write_end, "w", buffering=1))
-    for batch in range(40):
-        handler.write_lines(
-            [
-                json.dumps({"worker": name, "n": batch * 50 + index, "pad": "p" * 200})
-                for index in range(50)
-            ]
-        )
-    os._exit(0)
-
-
-def test_two_workers_writing_batches_to_one_pipe_never_break_a_line() -> None:
-    read_end, write_end = os.pipe()
-    children = []
-    for name in ("a", "b"):
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            _write_batches(write_end, name)
-        children.append(pid)
-    os.close(write_end)
-    pieces = []
-    while piece := os.read(read_end, 4096):  # Slowly: the writers find the pipe full.
-        pieces.append(piece)
-        time.sleep(0.0002)
-    os.close(read_end)
-    received = b"".join(pieces).decode().splitlines()
-    for pid in children:
-        assert os.waitpid(pid, 0)[1] == 0
-    parsed = [json.loads(line) for line in received]
-    for name in ("a", "b"):
-        assert [line["n"] for line in parsed if line["worker"] == name] == list(range(2000))

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 
 from serve.errors import ModelNotFound
-from serve.runtime import CPU, CUDA, ModelRepository, OnnxModel, resolve_providers
+from serve.model.runtime import CPU, CUDA, ModelRepository, OnnxModel, resolve_providers
 from tests.fakes import write_fake_model
 
 WITH_CUDA = [CUDA, CPU]
@@ -59,7 +59,7 @@ def test_auto_reports_the_provider_really_used_and_logs_it(
     monkeypatch: pytest.MonkeyPatch, fake_models: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     pretend_available(monkeypatch, WITH_CUDA)
-    with caplog.at_level(logging.INFO, logger="serve.runtime"):
+    with caplog.at_level(logging.INFO, logger="serve.model.runtime"):
         repository = ModelRepository.load(fake_models, "cnn", "auto", 1)
     assert {model.info.provider for model in repository} == {CPU}
     for name in ("cnn", "softmax"):

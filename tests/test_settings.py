@@ -54,7 +54,7 @@ def test_empty_variables_keep_the_defaults() -> None:
 def test_threads_default_to_cores_over_workers(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: str | None, threads: int
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("serve.settings.usable_cpus", lambda: cores)
     environ = {"WEB_CONCURRENCY": workers} if workers else {}
     assert Settings.from_env(environ).intra_op_threads == threads
 

@@ -17,8 +17,8 @@ import tritonclient.http as triton
 from PIL import Image, ImageDraw
 from tritonclient.utils import InferenceServerException
 
-from serve import imaging, preprocess
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.conftest import COMMITTED_MODELS
 from tests.fakes import fake_model_dir
@@ -174,7 +174,7 @@ def test_infer_encoded_images(
     images = [digit_png(0), digit_png(8), digit_png(-6)]
     limit = Settings().max_image_pixels
     expected = local.get(name).predict(
-        np.stack([preprocess.to_mnist(imaging.decode(data, limit)) for data in images])
+        np.stack([normalise.to_mnist(decode.decode(data, limit)) for data in images])
     )
     binary_tensor = triton.InferInput("image_bytes", [3, 1], "BYTES")
     binary_tensor.set_data_from_numpy(np.array([[data] for data in images], dtype=np.object_))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.images import encoded
 from tests.servers import encode_multipart

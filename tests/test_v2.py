@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, strategies
 from hypothesis import settings as hypothesis_settings
 from PIL import Image, ImageDraw
 
-from serve import imaging, preprocess
 from serve.app import create_app
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.fakes import write_fake_model
 from tests.images import encoded
@@ -92,9 +92,7 @@ def digit_png(thickness: int = 3, side: int = 28) -> bytes:
 
 def expected_for_images(repository: ModelRepository, settings: Settings, images: list[bytes]):
     """What /predict's preprocessing and the cnn give for encoded ``images``."""
-    arrays = [
-        preprocess.to_mnist(imaging.decode(data, settings.max_image_pixels)) for data in images
-    ]
+    arrays = [normalise.to_mnist(decode.decode(data, settings.max_image_pixels)) for data in images]
     return repository.get("cnn").predict(np.stack(arrays))
 
 

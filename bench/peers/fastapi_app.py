@@ -1,5 +1,5 @@
 """The peer: what a user would write with FastAPI instead, over the same models
-(serve.runtime) and the same decoding and preprocessing (serve.imaging, serve.preprocess).
+(serve.model.runtime) and the same image reading (serve.images.decode, serve.images.normalise).
 
 Run it the way its documentation says, one worker per core:
 ``uvicorn bench.peers.fastapi_app:app --workers 2 --port 8002``.
@@ -13,9 +13,9 @@ import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from serve import imaging, preprocess
 from serve.errors import ServiceError
-from serve.runtime import ModelRepository
+from serve.images import decode, normalise
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 
 settings = Settings.from_env()
@@ -44,8 +44,8 @@ async def live() -> dict[str, str]:
 async def predict(file: Annotated[UploadFile, File()], model: str | None = None) -> dict[str, Any]:
     """Classify one uploaded digit image, answering the same JSON as ``/predict``."""
     onnx_model = repository.get(model)
-    image = imaging.decode(await file.read(), settings.max_image_pixels)
-    probabilities = onnx_model.predict(preprocess.to_mnist(image)[np.newaxis])[0]
+    image = decode.decode(await file.read(), settings.max_image_pixels)
+    probabilities = onnx_model.predict(normalise.to_mnist(image)[np.newaxis])[0]
     label = int(np.argmax(probabilities))
     return {
         "classifier": onnx_model.info.classifier,

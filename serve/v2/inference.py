@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 
-from serve import digits, metrics
+from serve import images
 from serve.errors import InvalidInput
-from serve.runtime import OnnxModel
+from serve.model.runtime import OnnxModel
+from serve.observability import metrics
 from serve.settings import Settings
 from serve.v2 import outputs, tensors
 from serve.v2.request import InferenceRequest, InputTensor
@@ -41,9 +42,9 @@ def infer(model: OnnxModel, request: InferenceRequest, settings: Settings) -> In
     wanted = outputs.requested(request, info)
     started = time.perf_counter()
     if tensor.name == tensors.IMAGE_INPUT:
-        images = _images(tensor, settings)
+        digits = _digits(tensor, settings)
         inferring = time.perf_counter()
-        probabilities = model.predict(images)
+        probabilities = model.predict(digits)
     else:
         pixels = tensors.pixels(tensor, info.input_shape, settings.max_tensor_elements)
         inferring = time.perf_counter()
@@ -62,12 +63,12 @@ def infer(model: OnnxModel, request: InferenceRequest, settings: Settings) -> In
     return InferenceResult(response, batch_size)
 
 
-def _images(tensor: InputTensor, settings: Settings) -> np.ndarray:
+def _digits(tensor: InputTensor, settings: Settings) -> np.ndarray:
     """Decode and normalise each encoded image exactly as /predict does: ``[n, 28, 28]``."""
     encoded = tensors.encoded_images(tensor, settings.max_files)
     return np.stack(
         [
-            digits.read_digit(data, settings.max_image_pixels, f"{tensors.IMAGE_INPUT}[{index}]")
+            images.read_digit(data, settings.max_image_pixels, f"{tensors.IMAGE_INPUT}[{index}]")
             for index, data in enumerate(encoded)
         ]
     )

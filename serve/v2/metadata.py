@@ -7,7 +7,7 @@ import importlib.metadata
 from typing import Any
 
 from serve.errors import ModelNotFound
-from serve.runtime import ModelRepository, OnnxModel
+from serve.model.runtime import ModelRepository, OnnxModel
 from serve.v2.tensors import IMAGE_INPUT
 
 SERVER_NAME = "mnist-onnx-serve"

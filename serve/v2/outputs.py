@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from serve.errors import InvalidInput
-from serve.runtime import ModelInfo
+from serve.model.runtime import ModelInfo
 from serve.v2 import binary
 from serve.v2.request import InferenceRequest, OutputRequest
 

@@ -7,9 +7,9 @@ import zlib
 import falcon
 import orjson
 
-from serve import uploads
+from serve.api import uploads
 from serve.errors import InvalidInput, ModelNotReady, PayloadTooLarge, UnsupportedMediaType
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from serve.v2 import binary, inference, metadata, request
 
@@ -35,7 +35,7 @@ def _send_empty(resp: falcon.Response) -> None:
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The request body, in memory, at most ``limit`` bytes (``serve.uploads.read_body``:
+    """The request body, in memory, at most ``limit`` bytes (``serve.api.uploads.read_body``:
     413 beyond, chunked bodies included); a gzip or deflate Content-Encoding is undone
     within the same limit."""
     body = uploads.read_body(req, limit)

@@ -8,8 +8,11 @@ from typing import Any
 import falcon
 import numpy as np
 
-from serve import digits, metrics, preprocess, uploads
-from serve.runtime import ModelInfo, ModelRepository, OnnxModel
+from serve import images
+from serve.api import uploads
+from serve.images import normalise
+from serve.model.runtime import ModelInfo, ModelRepository, OnnxModel
+from serve.observability import metrics
 from serve.settings import Settings
 
 
@@ -40,18 +43,18 @@ class Prediction:
         started = time.perf_counter()
         # With several files, an error names the file it is about.
         named = len(files) > 1
-        images = np.stack(
+        digits = np.stack(
             [
-                digits.read_digit(upload.data, self._max_pixels, upload.filename if named else None)
+                images.read_digit(upload.data, self._max_pixels, upload.filename if named else None)
                 for upload in files
             ]
         )
         inferring = time.perf_counter()
-        probabilities = model.predict(images)
+        probabilities = model.predict(digits)
         answering = time.perf_counter()
         answers = [
             describe(model.info, row, image if debug else None)
-            for row, image in zip(probabilities, images, strict=True)
+            for row, image in zip(probabilities, digits, strict=True)
         ]
         metrics.observe_inference(
             model.info.name,
@@ -78,7 +81,7 @@ def describe(
         "probabilities": probabilities.tolist(),
     }
     if image is not None:
-        answer["input_image"] = preprocess.to_png_data_url(image)
+        answer["input_image"] = normalise.to_png_data_url(image)
     return answer
 
 
@@ -91,10 +94,3 @@ def batch_answer(
         for upload, answer in zip(files, answers, strict=True)
     ]
     return {"model": info.name, "classifier": info.classifier, "predictions": predictions}
-
-
-def add_routes(app: falcon.App, settings: Settings, repository: ModelRepository) -> None:
-    """Mount ``/predict`` and its original alias ``/upload`` on one resource."""
-    resource = Prediction(settings, repository)
-    app.add_route("/predict", resource)
-    app.add_route("/upload", resource)

@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 
-from serve import imaging, metrics, preprocess
 from serve.errors import ServiceError
+from serve.images import decode, normalise
+from serve.observability import metrics
 
 
 def read_digit(data: bytes, max_pixels: int, name: str | None = None) -> np.ndarray:
@@ -17,9 +18,9 @@ def read_digit(data: bytes, max_pixels: int, name: str | None = None) -> np.ndar
     when one is given, so that a batch's error says which image it is about."""
     try:
         started = time.perf_counter()
-        image = imaging.decode(data, max_pixels)
+        image = decode.decode(data, max_pixels)
         decoded = time.perf_counter()
-        digit = preprocess.to_mnist(image)
+        digit = normalise.to_mnist(image)
     except ServiceError as ex:
         if name is None:
             raise

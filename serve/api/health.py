@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 
 
 class Liveness:
@@ -32,9 +32,3 @@ class Readiness:
         ready = self._repository.ready
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.media = {"status": "ready" if ready else "loading", "models": models}
-
-
-def add_routes(app: falcon.App, repository: ModelRepository) -> None:
-    """Mount the two health routes."""
-    app.add_route("/health/live", Liveness())
-    app.add_route("/health/ready", Readiness(repository))

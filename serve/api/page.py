@@ -15,7 +15,7 @@ from pathlib import Path
 
 import falcon
 
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONTENT_TYPES = {
@@ -135,10 +135,3 @@ class StaticFile:
         resp.data = asset.body
 
     on_head = on_get
-
-
-def add_routes(app: falcon.App, repository: ModelRepository) -> None:
-    """Mount ``GET /`` and ``GET /static/{name}``."""
-    assets = load_assets()
-    app.add_route("/", Page(render_page(repository, assets)))
-    app.add_route("/static/{name}", StaticFile(assets))

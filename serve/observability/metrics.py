@@ -8,16 +8,10 @@ Triton's metrics are plain monotonic counts named without ``_total`` (``nv_infer
 prometheus_client insists on ``_total`` for counters, so they are kept as gauges that are only
 ever incremented (summed across workers, kept after a worker exits) and typed back as counters
 in the exposition, which is what Triton dashboards read.
-
-Under the keep-alive worker the observations are held and written out in batches
-(serve/bookkeeping.py): under load a worker's counts reach the files about
-``bookkeeping.MAX_DELAY`` seconds late (plus the request in progress), and before it
-answers ``GET /metrics`` itself.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import os
@@ -27,8 +21,6 @@ from typing import Any
 import falcon
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-
-from serve import bookkeeping
 
 # The same series whether one process or many: the multiprocess files keep no ``_created``.
 prometheus_client.disable_created_metrics()
@@ -109,6 +101,11 @@ HTTP_REQUEST_DURATION = Histogram(
     ("route", "method"),
     buckets=LATENCY_BUCKETS,
 )
+HTTP_REQUESTS_ABORTED = Counter(
+    "mnist_http_requests_aborted",
+    "HTTP requests a worker was handling when gunicorn killed it at its timeout, by method",
+    ("method",),
+)
 IMAGE_DECODE_DURATION = Histogram(
     "mnist_image_decode_duration_seconds",
     "Time decoding one uploaded image (PNG, JPEG, ...) into pixels",
@@ -171,57 +168,14 @@ def _model_series(model: str, version: str) -> _ModelSeries:
     )
 
 
-def _write_counts(items: list[tuple[Any, float]]) -> None:
-    """Add each (counter or gauge child, amount), once per child."""
-    totals: dict[Any, float] = {}
-    for child, amount in items:
-        totals[child] = totals.get(child, 0.0) + amount
-    for child, total in totals.items():
-        child.inc(total)
-
-
-def _write_observations(items: list[tuple[Any, float]]) -> None:
-    """Observe each (histogram child, value), each histogram's values together."""
-    values: dict[Any, list[float]] = {}
-    for histogram, value in items:
-        values.setdefault(histogram, []).append(value)
-    for histogram, observed in values.items():
-        observe_all(histogram, observed)
-
-
-def observe_all(histogram: Any, values: list[float]) -> None:
-    """What ``histogram.observe`` of each value does, with the sum and each bucket written
-    once (in multiprocess mode every write is a write to the shared file). Uses the fields
-    prometheus_client's Histogram observes into; where a version lacks them, observes the
-    values one by one."""
-    try:
-        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
-    except AttributeError:
-        for value in values:
-            histogram.observe(value)
-        return
-    total.inc(sum(values))
-    counts: dict[int, int] = {}
-    for value in values:  # The first bucket whose bound is >= value (none for NaN).
-        index = bisect.bisect_left(bounds, value)
-        if index < len(bounds) and value <= bounds[index]:
-            counts[index] = counts.get(index, 0) + 1
-    for index, count in counts.items():
-        buckets[index].inc(count)
-
-
-_COUNTS: bookkeeping.Deferred[tuple[Any, float]] = bookkeeping.Deferred(_write_counts)
-_OBSERVATIONS: bookkeeping.Deferred[tuple[Any, float]] = bookkeeping.Deferred(_write_observations)
-
-
 def observe_decode(seconds: float) -> None:
     """Record the time decoding one image took."""
-    _OBSERVATIONS.add((IMAGE_DECODE_DURATION, seconds))
+    IMAGE_DECODE_DURATION.observe(seconds)
 
 
 def observe_preprocess(seconds: float) -> None:
     """Record the time normalising one decoded image to 28x28 took."""
-    _OBSERVATIONS.add((PREPROCESS_DURATION, seconds))
+    PREPROCESS_DURATION.observe(seconds)
 
 
 def observe_inference(
@@ -238,14 +192,17 @@ def observe_inference(
     ``infer_seconds`` in total, after ``input_seconds`` preparing the inputs and before
     ``output_seconds`` building the answer (the Triton counters and our latency histogram)."""
     series = _model_series(model, version)
-    _COUNTS.add(
-        (series.inference_count, images),
-        (series.exec_count, batches),
-        (series.compute_input, input_seconds * MICROSECONDS),
-        (series.compute_infer, infer_seconds * MICROSECONDS),
-        (series.compute_output, output_seconds * MICROSECONDS),
-    )
-    _OBSERVATIONS.add((series.infer_latency, infer_seconds / max(1, batches)))
+    series.inference_count.inc(images)
+    series.exec_count.inc(batches)
+    series.compute_input.inc(input_seconds * MICROSECONDS)
+    series.compute_infer.inc(infer_seconds * MICROSECONDS)
+    series.compute_output.inc(output_seconds * MICROSECONDS)
+    series.infer_latency.observe(infer_seconds / max(1, batches))
+
+
+def observe_aborted(method: str) -> None:
+    """Count one request cut short by gunicorn's worker timeout."""
+    HTTP_REQUESTS_ABORTED.labels(method if method in KNOWN_METHODS else "other").inc()
 
 
 def observe_request(model: str, version: str, succeeded: bool, seconds: float) -> None:
@@ -253,9 +210,10 @@ def observe_request(model: str, version: str, succeeded: bool, seconds: float) -
     its end-to-end duration. The middleware calls this for every request that named a model."""
     series = _model_series(model, version)
     if succeeded:
-        _COUNTS.add((series.request_success, 1), (series.request_duration, seconds * MICROSECONDS))
+        series.request_success.inc()
+        series.request_duration.inc(seconds * MICROSECONDS)
     else:
-        _COUNTS.add((series.request_failure, 1))
+        series.request_failure.inc()
 
 
 class RequestMetrics:
@@ -278,8 +236,8 @@ class RequestMetrics:
         route = req.uri_template or UNMATCHED_ROUTE
         model = req.context.get("model")
         counter, histogram = _http_children(route, method, str(status), model or "")
-        _COUNTS.add((counter, 1))
-        _OBSERVATIONS.add((histogram, seconds))
+        counter.inc()
+        histogram.observe(seconds)
         if model is not None:
             version = str(req.context.get("model_version") or "")
             observe_request(model, version, req_succeeded and status < 400, seconds)
@@ -307,9 +265,7 @@ _TYPE_FIXES = tuple(
 
 
 def exposition() -> bytes:
-    """The current metrics in Prometheus text format, the Triton counts typed as counters
-    (this worker's held observations written out first)."""
-    bookkeeping.flush()
+    """The current metrics in Prometheus text format, the Triton counts typed as counters."""
     text = prometheus_client.generate_latest(_registry())
     for gauge_line, counter_line in _TYPE_FIXES:
         text = text.replace(gauge_line, counter_line, 1)
@@ -323,8 +279,3 @@ class Metrics:
         """Answer the current exposition."""
         resp.content_type = prometheus_client.CONTENT_TYPE_LATEST
         resp.data = exposition()
-
-
-def add_routes(app: falcon.App) -> None:
-    """Mount ``GET /metrics``."""
-    app.add_route("/metrics", Metrics())

@@ -3,8 +3,8 @@
 The steps: orient by EXIF and flatten to grey in [0, 1] (alpha composited so that
 transparent = background); decide the polarity and make the ink bright; subtract a smooth
 estimate of the background (uneven light); threshold with Otsu, keeping the grey
-anti-aliasing; remove ruled lines and specks away from the digit (serve.ink); bring the
-stroke width towards MNIST's (serve.strokes); then normalise exactly the way MNIST was made:
+anti-aliasing; remove ruled lines and specks away from the digit (serve.images.ink); bring the
+stroke width towards MNIST's (serve.images.strokes); then normalise exactly the way MNIST was made:
 crop to the ink, fit into 20x20 keeping the aspect ratio, place in 28x28 with the centre of
 mass at the centre.
 """
@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from serve.errors import BlankImage
-from serve.ink import keep_digit, remove_ruled_lines
-from serve.morphology import opening
-from serve.strokes import normalise_strokes
+from serve.images.ink import keep_digit, remove_ruled_lines
+from serve.images.morphology import opening
+from serve.images.strokes import normalise_strokes
 
 MNIST_SIDE = 28
 #: MNIST fits each digit into a 20x20 box inside the 28x28 frame.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve.morphology import max_filter, min_filter
+from serve.images.morphology import max_filter, min_filter
 
 #: Stroke widths (twice area over perimeter, in pixels of the 20x20 box) of MNIST digits:
 #: about its 2nd and 99th percentiles bound the range left alone; thinner strokes are

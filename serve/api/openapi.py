@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 import orjson
 
-from serve.runtime import ModelRepository
+from serve.model.runtime import ModelRepository
 from serve.v2.metadata import server_version
 
 OPENAPI_VERSION = "3.0.3"
@@ -567,17 +567,12 @@ def document(repository: ModelRepository) -> Schema:
 
 
 class OpenApiDocument:
-    """``GET /openapi.json``: the document, serialised once."""
+    """``GET /openapi.json``: the document of ``repository``'s models, serialised once."""
 
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+    def __init__(self, repository: ModelRepository) -> None:
+        self._body = orjson.dumps(document(repository))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer the document."""
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._body
-
-
-def add_routes(app: falcon.App, repository: ModelRepository) -> None:
-    """Mount ``GET /openapi.json``, documenting the models of ``repository``."""
-    app.add_route("/openapi.json", OpenApiDocument(orjson.dumps(document(repository))))
