@@ -19,12 +19,13 @@ from serve.settings import threads_per_worker
 
 bind = [f"{os.environ.get('BIND_HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '8001'}"]
 
-# One worker per usable CPU, each running one request at a time; gthread keeps idle
-# keep-alive connections in a poller so that connection pools (tritonclient, KServe) reuse
-# them. Each worker builds its own onnxruntime sessions after fork.
+# One worker per usable CPU. gthread keeps idle keep-alive connections in a poller, so that
+# connection pools (tritonclient, KServe) reuse them, and runs a few requests per worker at
+# once, so that one slow upload or one stalled client does not hold the requests queued
+# behind it. Each worker builds its own onnxruntime sessions after fork.
 workers = int(os.environ.get("WEB_CONCURRENCY") or usable_cpus())
 worker_class = "gthread"
-threads = 1
+threads = 4
 worker_connections = 1000
 keepalive = 5
 preload_app = False
@@ -38,10 +39,10 @@ os.environ["WEB_CONCURRENCY"] = str(workers)
 timeout = 30
 graceful_timeout = 20
 
-# Workers are replaced after a few thousand requests (staggered by the jitter), which bounds
+# Workers are replaced after tens of thousands of requests (staggered by the jitter), which bounds
 # the memory a long-lived worker can grow to after hostile rounds.
-max_requests = 5000
-max_requests_jitter = 500
+max_requests = 50000
+max_requests_jitter = 5000
 
 # Request-line and header limits (bytes, count, bytes), against oversized or hostile headers.
 limit_request_line = 4094

@@ -1,28 +1,52 @@
-"""Before/after of a server setting: several gunicorn servers side by side, each given its
-own command-line arguments and environment, driven in turn by wrk for a few rounds, so that
-whatever else the machine does hits every variant alike.
+"""Before/after of a server setting or a revision: several gunicorn servers side by side,
+each given its own command-line arguments, environment or checkout, driven in turn by wrk for
+a few rounds, so that whatever else the machine does hits every variant alike.
 
     python -m bench.compare --variant 'access log=ACCESS_LOG=-' --variant 'no access log' \\
-        --variant 'gthread=--worker-class gthread --threads 1'
+        --variant 'sync=--worker-class sync'
+    python -m bench.compare --variant now --variant before --checkout before=569d76a \\
+        --nginx --peer
 
-A variant is ``NAME=[VAR=value ...] [gunicorn arguments ...]``. Prints req/s, worker CPU per
-request and latency of each round, for /predict (28x28 PNG) and /health/live, then each
-variant's median and best; on a shared machine compare medians of many short rounds.
+A variant is ``NAME=[VAR=value ...] [gunicorn arguments ...]``; ``--checkout NAME=REV`` runs
+that variant from ``git archive REV`` instead of this working tree. ``--nginx`` also drives
+each variant through deploy/run-behind-nginx.sh, and ``--peer`` adds the FastAPI peer
+(``uvicorn[standard] --workers 2``, bench/peers/) straight. Prints req/s, worker CPU per
+request and latency of each round, for /predict (28x28 PNG), v2 JSON infer and /health/live,
+then each variant's medians; on a shared machine compare medians of many short rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import shlex
+import signal
 import statistics
+import subprocess
+import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench import samples
-from bench.load import DEFAULT_MODEL_DIR, Result, Route, drive
-from tests.servers import GunicornServer, encode_multipart, gunicorn_server
+from bench.load import DEFAULT_MODEL_DIR, Result, Route, drive, v2_json_body
+from bench.processes import uvicorn_peer
+from tests.servers import ROOT, encode_multipart, free_port, gunicorn_server, request
+
+NGINX_SCRIPT = ROOT / "deploy" / "run-behind-nginx.sh"
+PEER = "FastAPI uvicorn[standard]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One server to drive: its base URL and the worker pids whose CPU time is counted."""
+
+    base_url: str
+    worker_pids: tuple[int, ...]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
@@ -39,6 +63,42 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
     return name, environment, arguments
 
 
+def checkout(revision: str, folder: Path) -> Path:
+    """``git archive`` of ``revision`` unpacked under ``folder``; returns its root."""
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    root = folder / f"checkout-{revision}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+@contextlib.contextmanager
+def behind_nginx(upstream_url: str) -> Iterator[str]:
+    """deploy/run-behind-nginx.sh in front of ``upstream_url``; yields nginx's base URL."""
+    port = free_port()
+    upstream_port = upstream_url.rsplit(":", 1)[1]
+    process = subprocess.Popen(
+        ["bash", str(NGINX_SCRIPT), str(port), upstream_port], start_new_session=True
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if request("GET", base_url + "/health/ready")[0] == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("nginx did not start")
+        yield base_url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
 def main() -> None:
     """Run every variant in turn for ``--rounds`` rounds and print each round's figures."""
     parser = argparse.ArgumentParser(
@@ -50,37 +110,61 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--checkout", action="append", default=[], metavar="NAME=REV")
+    parser.add_argument("--nginx", action="store_true", help="also drive each through nginx")
+    parser.add_argument("--peer", action="store_true", help="add the FastAPI peer, straight")
     arguments = parser.parse_args()
-    body, content_type = encode_multipart(
-        [("file", "digit.png", samples.png_28(samples.mnist_digits(1)[0]))]
-    )
+    revisions = dict(text.split("=", 1) for text in arguments.checkout)
+    digit = samples.mnist_digits(1)[0]
+    body, content_type = encode_multipart([("file", "digit.png", samples.png_28(digit))])
     routes = [
         Route("/predict png", "POST", "/predict?model=cnn", body, content_type),
+        Route(
+            "v2 infer JSON",
+            "POST",
+            "/v2/models/cnn/infer",
+            v2_json_body("image", [-1, 28, 28, 1], 1),
+            "application/json",
+        ),
         Route("/health/live", "GET", "/health/live"),
     ]
     with tempfile.TemporaryDirectory() as temporary, ExitStack() as stack:
         folder = Path(temporary)
-        servers: dict[str, GunicornServer] = {}
+        targets: dict[str, Target] = {}
         for text in arguments.variant:
             name, environment, extra = parse_variant(text)
-            servers[name] = stack.enter_context(
-                gunicorn_server(arguments.model_dir, arguments.workers, environment, extra)
+            root = checkout(revisions[name], folder) if name in revisions else ROOT
+            server = stack.enter_context(
+                gunicorn_server(
+                    arguments.model_dir, arguments.workers, environment, extra, root=root
+                )
             )
+            pids = tuple(server.worker_pids())
+            targets[name] = Target(server.base_url, pids)
+            if arguments.nginx:
+                targets[f"{name}, behind nginx"] = Target(
+                    stack.enter_context(behind_nginx(server.base_url)), pids
+                )
+        if arguments.peer:
+            peer_url, peer_pids = stack.enter_context(
+                uvicorn_peer(arguments.model_dir, arguments.workers, stack=("httptools", "uvloop"))
+            )
+            targets[PEER] = Target(peer_url, tuple(peer_pids))
         time.sleep(1.0)
         runs: dict[tuple[str, str], list[Result]] = {
-            (name, route.name): [] for name in servers for route in routes
+            (name, route.name): [] for name in targets for route in routes
         }
         for _ in range(arguments.rounds):
-            for name, server in servers.items():
+            for name, target in targets.items():
                 for route in routes:
                     runs[name, route.name].append(
                         drive(
-                            server.base_url,
+                            target.base_url,
                             route,
                             arguments.seconds,
                             arguments.concurrency,
                             folder,
-                            server.worker_pids(),
+                            target.worker_pids,
                         )
                     )
     for (name, route_name), taken in runs.items():
@@ -94,14 +178,17 @@ def main() -> None:
             + f" | errors {sum(result.errors for result in taken)}"
         )
     print()
-    print("| variant | route | median req/s | best req/s | median worker CPU ms/req |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        "| variant | route | median req/s | best req/s | median p99 ms | median worker CPU ms/req |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
     for (name, route_name), taken in runs.items():
         rates = [result.requests_per_second for result in taken]
         cpu = [result.worker_cpu_ms or 0.0 for result in taken]
+        p99 = [result.p99_ms for result in taken]
         print(
             f"| {name} | {route_name} | {statistics.median(rates):.0f} | {max(rates):.0f} "
-            f"| {statistics.median(cpu):.3f} |"
+            f"| {statistics.median(p99):.1f} | {statistics.median(cpu):.3f} |"
         )
 
 

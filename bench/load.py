@@ -144,8 +144,9 @@ def drive(
     }
     cpu_before = [cpu_seconds(pid) for pid in workers]
     raw = run_wrk(base_url + route.path, seconds, concurrency, env=env)
+    # A worker replaced during the run (max_requests) counts until it exited.
     spent_each = [
-        cpu_seconds(pid) - before for pid, before in zip(workers, cpu_before, strict=True)
+        max(0.0, cpu_seconds(pid) - before) for pid, before in zip(workers, cpu_before, strict=True)
     ]
     cpu_spent = sum(spent_each)
     errors = sum(raw["errors"].values())

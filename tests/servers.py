@@ -99,11 +99,13 @@ def gunicorn_server(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     ready_timeout: float = 60.0,
+    root: Path = ROOT,
 ) -> Iterator[GunicornServer]:
-    """Run ``gunicorn serve:app -c gunicorn.conf.py`` from the repository root with
-    ``workers`` workers over ``model_dir``, wait until ``/health/ready`` answers 200 and
-    yield the server. ``env`` adds to (or overrides) the environment, ``args`` to the
-    command line. The server and its workers are stopped on exit, even on failure."""
+    """Run ``gunicorn serve:app -c gunicorn.conf.py`` from ``root`` (this checkout, or
+    another one a benchmark compares against) with ``workers`` workers over ``model_dir``,
+    wait until ``/health/ready`` answers 200 and yield the server. ``env`` adds to (or
+    overrides) the environment, ``args`` to the command line. The server and its workers
+    are stopped on exit, even on failure."""
     port = free_port()
     environment = {
         **os.environ,
@@ -119,7 +121,7 @@ def gunicorn_server(
         "gunicorn",
         "serve:app",
         "-c",
-        str(ROOT / "gunicorn.conf.py"),
+        str(root / "gunicorn.conf.py"),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -131,7 +133,7 @@ def gunicorn_server(
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=root,
                 env=environment,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
