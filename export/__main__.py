@@ -16,7 +16,7 @@ from train import cli, contract
 def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m export",
+        prog=cli.program_name("export", "mnist-export"),
         description=(
             "Convert a model trained by `python -m train` to ONNX with tf2onnx (input 'image', "
             "output 'probabilities', dynamic batch dimension 'batch'), check that onnxruntime "

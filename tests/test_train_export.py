@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,20 @@ def test_help_is_useful(package: str) -> None:
         [sys.executable, "-m", package, "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: python -m {package} ")
     for option in ("--model", "--data-dir", "--output"):
         assert option in result.stdout
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("script", ["mnist-train", "mnist-export"])
+def test_console_scripts_show_their_own_name(script: str) -> None:
+    path = shutil.which(script, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.skip(f"{script} is not installed: pip install -e .")
+    result = subprocess.run([path, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: {script} ")
 
 
 @pytest.fixture(scope="module")

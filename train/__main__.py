@@ -14,7 +14,7 @@ from train.data import MnistDataError
 def parse_arguments(arguments: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, with per-model defaults filled in later for what was not given."""
     parser = argparse.ArgumentParser(
-        prog="python -m train",
+        prog=cli.program_name("train", "mnist-train"),
         description=(
             "Train a digit classifier on MNIST (seeded, 5,000 training images held out for "
             "validation, the epoch with the best validation accuracy kept), print its test "

@@ -7,6 +7,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from train.quiet import import_tensorflow
 
@@ -19,3 +20,9 @@ def start(module: str, arguments: Sequence[str] | None) -> str:
     import_tensorflow()
     command_line = sys.argv[1:] if arguments is None else list(arguments)
     return shlex.join(["python", "-m", module, *command_line])
+
+
+def program_name(module: str, script: str) -> str:
+    """The name to show in usage lines: ``script`` (the console script, ``mnist-train``) when
+    the process was started as it, else ``python -m <module>``."""
+    return script if Path(sys.argv[0]).name == script else f"python -m {module}"
