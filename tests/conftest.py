@@ -26,9 +26,11 @@ def mnist_dir() -> Path:
         and not (directory / "t10k-images-idx3-ubyte").exists()
     ):
         message = (
-            f"MNIST not found in {directory}: set MNIST_DATA_DIR to a folder holding "
-            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
-            "and t10k-labels-idx1-ubyte.gz (or run `python -m train`, which downloads them)"
+            f"MNIST not found in {directory}: these tests read the four IDX files "
+            "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz, as MNIST distributes them). Put them in one folder and "
+            "set MNIST_DATA_DIR to it; by default the tests look in ../shared/data/mnist beside "
+            "the checkout"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
