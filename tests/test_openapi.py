@@ -4,6 +4,7 @@ schemas the app's real answers match."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import falcon.inspect
@@ -12,9 +13,11 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+from serve.api import openapi
 from serve.app import create_app
 from serve.model.runtime import ModelRepository
 from serve.settings import Settings
+from serve.v2.metadata import server_version
 from tests.images import stroke_png
 from tests.servers import encode_multipart
 
@@ -52,6 +55,15 @@ def test_every_route_and_method_is_documented_and_nothing_else(
     assert documented == served
 
 
+#: The Open Inference Protocol's error objects, each ``{"error": "..."}``, by the operation.
+V2_ERRORS = {
+    "/v2/health/ready": "metadata_server_error_response",
+    "/v2/models/{name}": "metadata_model_error_response",
+    "/v2/models/{name}/ready": "metadata_model_error_response",
+    "/v2/models/{name}/infer": "inference_error_response",
+}
+
+
 def test_errors_are_declared_with_their_json_shape(document: dict[str, Any]) -> None:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -60,8 +72,72 @@ def test_errors_are_declared_with_their_json_shape(document: dict[str, Any]) -> 
                     # Readiness answers its own document, 200 or 503.
                     continue
                 schema = response["content"]["application/json"]["schema"]
-                expected = "V2Error" if path.startswith("/v2") else "Error"
+                unversioned = path.replace("/versions/{version}", "")
+                expected = V2_ERRORS[unversioned] if path.startswith("/v2") else "Error"
                 assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, status)
+
+
+@pytest.mark.parametrize("name", sorted(set(V2_ERRORS.values())))
+def test_v2_errors_have_the_protocol_shape(document: dict[str, Any], name: str) -> None:
+    schema = document["components"]["schemas"][name]
+    assert schema["required"] == ["error"]
+    assert schema["properties"]["error"]["type"] == "string"
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "schema"),
+    [
+        ("/v2", "get", "metadata_server_response"),
+        ("/v2/models/{name}", "get", "metadata_model_response"),
+        ("/v2/models/{name}/versions/{version}", "get", "metadata_model_response"),
+        ("/v2/models/{name}/infer", "post", "inference_response"),
+        ("/v2/models/{name}/versions/{version}/infer", "post", "inference_response"),
+    ],
+)
+def test_v2_answers_are_the_protocol_schemas(
+    document: dict[str, Any], path: str, method: str, schema: str
+) -> None:
+    content = document["paths"][path][method]["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+
+
+def test_v2_infer_takes_the_protocol_request(document: dict[str, Any]) -> None:
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        body = document["paths"][path]["post"]["requestBody"]["content"]
+        assert body["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/inference_request"
+        }
+    schemas = document["components"]["schemas"]
+    for name in ("inference_request", "request_input", "request_output", "tensor_data"):
+        assert schemas[name]["title"] == name
+
+
+def test_served_models_inputs_and_version_are_filled_in(
+    document: dict[str, Any], repository: ModelRepository
+) -> None:
+    schemas = document["components"]["schemas"]
+    assert schemas["ModelName"]["enum"] == ["cnn", "softmax"]
+    assert schemas["ModelName"]["example"] == repository.default
+    assert schemas["ModelVersion"]["enum"] == sorted({model.info.version for model in repository})
+    assert schemas["InputName"]["enum"] == sorted(
+        {model.info.input_name for model in repository} | {"image_bytes"}
+    )
+    assert document["info"]["version"] == server_version()
+    for path in ("/predict", "/v2/models/{name}/infer"):
+        operation = document["paths"][path]["post"]
+        assert any(
+            parameter.get("schema") == {"$ref": "#/components/schemas/ModelName"}
+            or parameter.get("$ref") == "#/components/parameters/model_name"
+            for parameter in operation["parameters"]
+        ), path
+
+
+def test_the_static_file_is_valid_and_names_no_model() -> None:
+    static = json.loads(openapi.DOCUMENT_FILE.read_text(encoding="utf-8"))
+    validate(static)
+    for name in ("ModelName", "ModelVersion", "InputName"):
+        assert "enum" not in static["components"]["schemas"][name]
+    assert '"cnn"' not in openapi.DOCUMENT_FILE.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

@@ -640,6 +640,60 @@ def test_bad_requests(
     assert fragment in result.json["error"]
 
 
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param(
+            with_input(shape=[1, -28, 28, 1]),
+            "Expected `int` >= 0 - at `$.inputs[0].shape[1]`",
+            id="negative-dimension",
+        ),
+        pytest.param(
+            with_input(name=7), "Expected `str`, got `int` - at `$.inputs[0].name`", id="name-int"
+        ),
+        pytest.param(
+            {**with_input(), "parameters": {"binary_data_output": 1}},
+            "Expected `bool`, got `int` - at `$.parameters.binary_data_output`",
+            id="binary-data-output-not-bool",
+        ),
+        pytest.param(
+            {
+                **with_input(),
+                "outputs": [{"name": "probabilities", "parameters": {"classification": True}}],
+            },
+            "Expected `int`, got `bool` - at `$.outputs[0].parameters.classification`",
+            id="classification-bool",
+        ),
+        pytest.param(
+            {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 784]}], "id": 3},
+            "Expected `str | null`, got `int` - at `$.id`",
+            id="id-not-string",
+        ),
+    ],
+)
+def test_structure_errors_name_the_field_and_what_was_expected(
+    client: falcon.testing.TestClient, document: Any, message: str
+) -> None:
+    result = post_json(client, document)
+    assert result.status_code == 400
+    assert result.json["error"] == f"invalid inference request: {message}"
+
+
+def test_deeply_nested_data_is_400(client: falcon.testing.TestClient) -> None:
+    data = "[" * 100_000 + "]" * 100_000
+    body = '{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 784], "data": %s}]}'
+    result = client.simulate_post(INFER, body=body % data)
+    assert result.status_code == 400
+    assert "depth limit" in result.json["error"]
+
+
+def test_integers_beyond_any_float_are_400(client: falcon.testing.TestClient) -> None:
+    body = json.dumps(with_input(data=[10**400] * 784))
+    result = client.simulate_post(INFER, body=body)
+    assert result.status_code == 400
+    assert "infinity" in result.json["error"]
+
+
 def binary_fp32(values: np.ndarray, shape: list[int], size: int | None = None, extra: bytes = b""):
     raw = values.astype("<f4").tobytes()
     return binary_request(
@@ -684,7 +738,7 @@ def test_pixels_a_hair_outside_the_range_are_accepted(client: falcon.testing.Tes
     [
         (784, 3136, b"\x00" * 8, "add up"),
         (783, None, b"", "3136 bytes"),
-        (784, -1, b"", "non-negative"),
+        (784, -1, b"", "`int` >= 0 - at `$.inputs[0].parameters.binary_data_size`"),
     ],
 )
 def test_binary_sizes_not_adding_up_is_400(
