@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from serve.images.decode import decode
+from serve.images.decode import MAX_JPEG_SCANS, declared_pixels, decode, jpeg_scans
 from tests.images import encoded, png_declaring
 
 LIMIT = 40_000_000
@@ -135,6 +136,59 @@ def test_pillow_bomb_guard_becomes_413_without_a_warning() -> None:
             warnings.simplefilter("error")
             with pytest.raises(PayloadTooLarge):
                 decode(png_declaring(side, side, b"x"), 10**12)
+
+
+def test_pillow_bomb_guard_quotes_the_service_limit() -> None:
+    with pytest.raises(PayloadTooLarge, match="the limit is 40000000") as raised:
+        decode(png_declaring(20_000, 20_000, b"garbage"), LIMIT)
+    assert "178956970" not in raised.value.description
+
+
+def test_a_large_jpeg_is_decoded_reduced_in_grey() -> None:
+    image = decode(encoded(sample(size=(4032, 3024)), "JPEG"), LIMIT)
+    assert image.size == (504, 378) and image.mode == "L"
+    assert image.info["full_size"] == (4032, 3024)
+    assert decode(encoded(sample(size=(4032, 3024)), "JPEG"), LIMIT, None).size == (4032, 3024)
+    assert decode(encoded(sample(size=(300, 200)), "JPEG"), LIMIT).size == (300, 200)
+
+
+def repeated_scans(copies: int) -> bytes:
+    """A small progressive JPEG declaring 2000x2000 (a flat grey: each scan is a few
+    hundred bytes) whose last scan is repeated ``copies`` times."""
+    data = encoded(Image.new("RGB", (2000, 2000), (90, 120, 150)), "JPEG", progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:last_scan] + data[last_scan:-2] * copies + data[-2:]
+
+
+def test_jpeg_scans_are_counted_by_walking_the_segments() -> None:
+    assert jpeg_scans(encoded(sample(), "JPEG")) == 1
+    progressive = encoded(sample(size=(400, 300)), "JPEG", progressive=True)
+    assert 5 <= jpeg_scans(progressive) <= 20
+    assert jpeg_scans(repeated_scans(50)) == jpeg_scans(repeated_scans(1)) + 49
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_fast() -> None:
+    data = repeated_scans(5_000)
+    started = time.process_time()
+    with pytest.raises(InvalidImage, match=f"scans; the limit is {MAX_JPEG_SCANS}") as raised:
+        decode(data, LIMIT)
+    assert time.process_time() - started < 1.0
+    assert raised.value.status == 400
+    assert decode(repeated_scans(2), LIMIT).size == (500, 500)
+    assert len(data) < 5_000_000
+
+
+def test_declared_pixels_reads_the_header_only() -> None:
+    assert declared_pixels(encoded(sample(size=(64, 48)), "JPEG")) == 64 * 48
+    assert declared_pixels(png_declaring(7_000, 7_000, b"garbage")) == 49_000_000
+    with pytest.raises(InvalidImage):
+        declared_pixels(b"")
+    with pytest.raises(InvalidImage):
+        declared_pixels(b"hello, this is not an image")
+    with pytest.raises(UnsupportedMediaType):
+        declared_pixels(b"%PDF-1.7\n")
+    with pytest.raises(UnsupportedMediaType):
+        declared_pixels(encoded(sample(), "PCX"))
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bench.recognition import mnist_test_set
 from serve.errors import BlankImage
 from serve.images.decode import decode
 from serve.images.normalise import to_mnist, to_png_data_url
 from serve.images.strokes import stroke_width
 from tests.images import encoded
+from tests.recognition_sets import mnist_test_set
 
 Box = tuple[float, float, float, float]
 

@@ -3,7 +3,8 @@
 Acceptance figures: >= 99% of MNIST's 10,000 test digits sent as inverted, upscaled JPEGs
 with a margin, and >= 98% of digits 0-9 typed in this machine's fonts, black on white.
 Then typed digits dressed up as canvas exports, phone photos, ruled paper, dusty scans,
-marker strokes, small digits in large frames and rotated phone pictures.
+marker strokes, small digits in large frames and rotated phone pictures; and >= 98% of
+full-size (4032x3024) phone photos of MNIST test digits, upright or EXIF-rotated.
 Skipped while onnx_models/cnn.onnx does not exist (``RECOGNITION_MODEL`` picks another file).
 """
 
@@ -17,11 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from bench.recognition import font_accuracy, machine_fonts, mnist_upload_accuracy
 from serve.images.decode import decode
 from serve.images.normalise import to_mnist
 from serve.model.runtime import CPU, OnnxModel
+from tests import recognition_sets
 from tests.images import encoded
+from tests.recognition_sets import font_accuracy, machine_fonts, mnist_upload_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +173,8 @@ def test_typed_digits_dressed_as_real_uploads(cnn: OnnxModel, scenario: str) -> 
     readings = {digit: label(cnn, SCENARIOS[scenario](digit)) for digit in range(10)}
     wrong = {digit: read for digit, read in readings.items() if read != digit}
     assert len(wrong) <= 1, f"{scenario}: digit -> read as {wrong}"
+
+
+def test_full_size_phone_photos_of_mnist_digits(cnn: OnnxModel, mnist_dir: Path) -> None:
+    accuracy, misses = recognition_sets.phone_photo_accuracy(cnn, mnist_dir, 100)
+    assert accuracy >= 0.98, f"{accuracy:.2%} correct; misses (index, digit, read as): {misses}"

@@ -3,6 +3,7 @@ metrics. The one path that ``/predict`` and the v2 ``image_bytes`` input share."
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ def read_digit(data: bytes, max_pixels: int, name: str | None = None) -> np.ndar
         started = time.perf_counter()
         image = decode.decode(data, max_pixels)
         decoded = time.perf_counter()
-        digit = normalise.to_mnist(image)
+        digit = normalise.to_mnist(image, functools.partial(decode.decode, data, max_pixels))
     except ServiceError as ex:
         if name is None:
             raise

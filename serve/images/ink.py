@@ -3,6 +3,7 @@ and keep the digit, dropping the specks and dust away from it."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: A row (column) this full of ink, reaching both borders, thin, and much longer than the
@@ -86,84 +87,32 @@ def remove_ruled_lines(mask: np.ndarray) -> np.ndarray:
     return _clear_row_bands(cleaned.T, column_bands, rest_rows).T
 
 
-def _run_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of ``mask`` as horizontal runs: each run's row, start, end
-    (exclusive) and component label (labels are run indices, not consecutive)."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    ends = np.nonzero(steps == -1)[1]
-    stride = width + 2
-    start_keys, end_keys = rows * stride + starts, rows * stride + ends
-    # Runs of the next row that touch run i (8-connected) have start <= end_i, end >= start_i.
-    first = np.searchsorted(end_keys, (rows + 1) * stride + starts, side="left")
-    last = np.searchsorted(start_keys, (rows + 1) * stride + ends, side="right")
-    counts = np.maximum(last - first, 0)
-    left = np.repeat(np.arange(rows.size), counts)
-    right = (
-        np.repeat(first, counts)
-        + np.arange(counts.sum())
-        - np.repeat(np.cumsum(counts) - counts, counts)
-    )
-    labels = np.arange(rows.size)
-    while True:
-        left_labels, right_labels = labels[left], labels[right]
-        differ = left_labels != right_labels
-        if not differ.any():
-            break
-        np.minimum.at(
-            labels,
-            np.maximum(left_labels[differ], right_labels[differ]),
-            np.minimum(left_labels[differ], right_labels[differ]),
-        )
-        while True:
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-    return rows, starts, ends, labels
-
-
 def keep_digit(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest connected component of ink and the components near it (or large);
-    drop isolated specks and dust far from the digit."""
-    rows, starts, ends, labels = _run_components(mask)
-    if rows.size == 0 or (labels == labels[0]).all():
+    """Keep the largest connected component of ink (8-connected) and the components near
+    it (or large); drop isolated specks and dust far from the digit."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask).view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    if count <= 2:
         return mask
-    count = rows.size
-    area = np.bincount(labels, weights=ends - starts, minlength=count)
-    top = np.full(count, mask.shape[0]), np.full(count, mask.shape[1])
-    bottom = np.full(count, -1), np.full(count, -1)
-    np.minimum.at(top[0], labels, rows)
-    np.minimum.at(top[1], labels, starts)
-    np.maximum.at(bottom[0], labels, rows + 1)
-    np.maximum.at(bottom[1], labels, ends)
-    roots = np.flatnonzero(area)
-    main = roots[np.argmax(area[roots])]
-    kept = np.zeros(count, dtype=bool)
+    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[1:, cv2.CC_STAT_WIDTH], top + stats[1:, cv2.CC_STAT_HEIGHT]
+    area = stats[1:, cv2.CC_STAT_AREA]
+    main = int(np.argmax(area))
+    share = area / area[main]
+    weight = np.where(share >= 0.3, 3.0, np.where(share >= 0.05, 1.0, 0.25))
+    kept = np.zeros(count - 1, dtype=bool)
     kept[main] = True
     while True:
-        box_top = (top[0][kept].min(), top[1][kept].min())
-        box_bottom = (bottom[0][kept].max(), bottom[1][kept].max())
-        reach = NEAR_FRACTION * max(box_bottom[0] - box_top[0], box_bottom[1] - box_top[1])
+        box_top, box_left = top[kept].min(), left[kept].min()
+        box_bottom, box_right = bottom[kept].max(), right[kept].max()
+        reach = NEAR_FRACTION * max(box_bottom - box_top, box_right - box_left)
         gap = np.maximum(
-            np.maximum(box_top[0] - bottom[0][roots], top[0][roots] - box_bottom[0]),
-            np.maximum(box_top[1] - bottom[1][roots], top[1][roots] - box_bottom[1]),
+            np.maximum(box_top - bottom, top - box_bottom),
+            np.maximum(box_left - right, left - box_right),
         )
-        share = area[roots] / area[main]
-        near = gap <= reach * np.where(share >= 0.3, 3.0, np.where(share >= 0.05, 1.0, 0.25))
-        joining = roots[near & ~kept[roots]]
-        if joining.size == 0:
+        joining = (gap <= reach * weight) & ~kept
+        if not joining.any():
             break
-        kept[joining] = True
-    keep = np.zeros(mask.shape, dtype=bool)
-    for row, start, end in zip(
-        rows[kept[labels]].tolist(),
-        starts[kept[labels]].tolist(),
-        ends[kept[labels]].tolist(),
-        strict=True,
-    ):
-        keep[row, start:end] = True
-    return keep
+        kept |= joining
+    return np.concatenate([[False], kept])[labels]

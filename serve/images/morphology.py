@@ -1,43 +1,40 @@
-"""Sliding-window morphology on small numpy arrays: minimum and maximum filters (erosion
-and dilation) and grey opening by reconstruction."""
+"""Morphology on OpenCV: minimum and maximum filters (erosion and dilation) and grey
+opening by reconstruction. OpenCV runs on one thread: a worker has one core."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
+cv2.setNumThreads(1)
 
-def _slide(values: np.ndarray, size: int, axis: int, combine: np.ufunc) -> np.ndarray:
-    """Combine (maximum or minimum) each element with its neighbours along ``axis`` in a
-    window of ``size`` (centred, the extra one after); the window stops at the edges."""
-    before, after = (size - 1) // 2, size // 2
-    result = values.copy()
-    moved = np.moveaxis(result, axis, 0)
-    source = np.moveaxis(values, axis, 0)
-    for shift in range(1, min(after, source.shape[0] - 1) + 1):
-        combine(moved[:-shift], source[shift:], out=moved[:-shift])
-    for shift in range(1, min(before, source.shape[0] - 1) + 1):
-        combine(moved[shift:], source[:-shift], out=moved[shift:])
-    return result
+
+def _window(size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A ``size`` x ``size`` square kernel and its anchor (centred, the extra one after)."""
+    before = (size - 1) // 2
+    return np.ones((size, size), np.uint8), (before, before)
 
 
 def max_filter(values: np.ndarray, size: int) -> np.ndarray:
     """``size`` x ``size`` maximum filter (a dilation); the window stops at the edges."""
-    return _slide(_slide(values, size, 0, np.maximum), size, 1, np.maximum)
+    kernel, anchor = _window(size)
+    return cv2.dilate(values, kernel, anchor=anchor)
 
 
 def min_filter(values: np.ndarray, size: int) -> np.ndarray:
     """``size`` x ``size`` minimum filter (an erosion); the window stops at the edges."""
-    return _slide(_slide(values, size, 0, np.minimum), size, 1, np.minimum)
+    kernel, anchor = _window(size)
+    return cv2.erode(values, kernel, anchor=anchor)
 
 
 def opening(grid: np.ndarray, radius: int) -> np.ndarray:
     """Grey opening by reconstruction of a small grid: erode with a (2r+1)^2 window, then
     grow back under the grid. Bright bumps narrower than the window (ink) are flattened;
     ramps and plateaus (light gradients, vignetting, shadows) keep their exact height."""
-    size = 2 * radius + 1
-    marker = min_filter(grid, size)
+    marker = min_filter(grid, 2 * radius + 1)
+    kernel = np.ones((3, 3), np.uint8)
     while True:
-        grown = np.minimum(max_filter(marker, 3), grid)
+        grown = np.minimum(cv2.dilate(marker, kernel), grid)
         if np.array_equal(grown, marker):
             return marker
         marker = grown

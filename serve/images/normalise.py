@@ -15,7 +15,9 @@ import base64
 import io
 import math
 import warnings
+from collections.abc import Callable
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -37,8 +39,37 @@ MIN_INK_SPAN = 0.01
 #: window of 2r+1 blocks (wider than any pen stroke).
 BACKGROUND_BLOCKS = 24
 BACKGROUND_OPENING = 2
+#: A digit spanning at most this many working pixels is read again from a sharper copy.
+ZOOM_SPAN = WORK_SIDE // 4
+#: EXIF orientation tag and, for each value, how to turn a stored array upright.
+_ORIENTATION = 0x0112
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda values: values[:, ::-1],
+    3: lambda values: values[::-1, ::-1],
+    4: lambda values: values[::-1],
+    5: lambda values: values.T,
+    6: lambda values: np.rot90(values, -1),
+    7: lambda values: values.T[::-1, ::-1],
+    8: lambda values: np.rot90(values, 1),
+}
 
 _WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1, upright, when absent or unreadable)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return int(image.getexif().get(_ORIENTATION, 1))
+        except Exception:
+            return 1
+
+
+def upright(values: np.ndarray, orientation: int) -> np.ndarray:
+    """A stored 2-D array turned as EXIF ``orientation`` says (unknown values: as stored)."""
+    turn = _UPRIGHT.get(orientation)
+    return values if turn is None else np.ascontiguousarray(turn(values))
 
 
 def _oriented(image: Image.Image) -> Image.Image:
@@ -100,9 +131,9 @@ def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return grey * alpha + background * (1.0 - alpha)
 
 
-def to_grey(image: Image.Image) -> np.ndarray:
-    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1],
-    box-reduced to at most WORK_SIDE pixels on its longer side."""
+def _grey(image: Image.Image) -> np.ndarray:
+    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1], as
+    stored, box-reduced to at most WORK_SIDE pixels on its longer side."""
     if image.mode in _WIDE_MODES:
         return _stretched(np.asarray(_reduced(image.convert("F"))))
     if image.has_transparency_data:
@@ -114,11 +145,18 @@ def to_grey(image: Image.Image) -> np.ndarray:
     return np.asarray(_reduced(image.convert("L")), dtype=np.float32) / 255.0
 
 
+def to_grey(image: Image.Image) -> np.ndarray:
+    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1],
+    box-reduced to at most WORK_SIDE pixels on its longer side, then turned upright as its
+    EXIF orientation says (on the reduced array: the full image is never copied)."""
+    return upright(_grey(image), _orientation(image))
+
+
 def _mean2(values: np.ndarray) -> np.ndarray:
     """Mean of each 2x2 neighbourhood (a cheap denoising); tiny arrays are returned as-is."""
     if min(values.shape) < 2:
         return values
-    return (values[:-1, :-1] + values[1:, :-1] + values[:-1, 1:] + values[1:, 1:]) / 4
+    return cv2.blur(values, (2, 2), anchor=(0, 0))[:-1, :-1]
 
 
 def _quantile(values: np.ndarray, fraction: float) -> np.ndarray:
@@ -137,26 +175,12 @@ def ink_bright(grey: np.ndarray) -> np.ndarray:
     return 1.0 - grey if dark_ink else grey
 
 
-def _linear_weights(out_size: int, in_size: int) -> np.ndarray:
-    """``[out_size, in_size]`` matrix of linear interpolation weights (pixel centres
-    aligned, edges clamped)."""
-    centres = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
-    low = np.floor(centres).astype(np.int64)
-    high = np.minimum(low + 1, in_size - 1)
-    fraction = centres - low
-    weights = np.zeros((out_size, in_size))
-    np.add.at(weights, (np.arange(out_size), low), 1 - fraction)
-    np.add.at(weights, (np.arange(out_size), high), fraction)
-    return weights
-
-
 def _grid_resize(grid: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a small grid to ``height`` x ``width`` (float32)."""
+    """Bilinear resize of a small grid to ``height`` x ``width`` (float32; pixel centres
+    aligned, edges clamped)."""
     if float(grid.max()) == float(grid.min()):
         return np.full((height, width), grid.flat[0], dtype=np.float32)
-    rows = _linear_weights(height, grid.shape[0])
-    columns = _linear_weights(width, grid.shape[1])
-    return (rows @ grid @ columns.T).astype(np.float32)
+    return cv2.resize(grid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def background(bright: np.ndarray) -> np.ndarray:
@@ -166,8 +190,8 @@ def background(bright: np.ndarray) -> np.ndarray:
     height, width = bright.shape
     block = max(4, math.ceil(max(height, width) / BACKGROUND_BLOCKS))
     grid_height, grid_width = math.ceil(height / block), math.ceil(width / block)
-    padded = np.pad(
-        bright, ((0, grid_height * block - height), (0, grid_width * block - width)), "edge"
+    padded = cv2.copyMakeBorder(
+        bright, 0, grid_height * block - height, 0, grid_width * block - width, cv2.BORDER_REPLICATE
     )
     blocks = padded.reshape(grid_height, block, grid_width, block).transpose(0, 2, 1, 3)
     level = _quantile(blocks.reshape(grid_height, grid_width, -1), 0.2)
@@ -176,10 +200,10 @@ def background(bright: np.ndarray) -> np.ndarray:
 
 def otsu(values: np.ndarray, bins: int = 64) -> float:
     """Otsu's threshold of ``values`` (which lie in [0, 1])."""
-    indices = np.clip((values * bins).astype(np.int64), 0, bins - 1)
-    counts = np.bincount(indices.ravel(), minlength=bins)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
+    indices = np.minimum((values * bins).astype(np.intp).ravel(), bins - 1)
+    counts = np.bincount(np.maximum(indices, 0, out=indices), minlength=bins)
+    edges = np.arange(bins + 1) / bins
+    centres = (np.arange(bins) + 0.5) / bins
     weight_low = np.cumsum(counts)
     weight_high = weight_low[-1] - weight_low
     sum_low = np.cumsum(counts * centres)
@@ -193,7 +217,7 @@ def ink_levels(bright: np.ndarray) -> np.ndarray:
     """Ink intensity in [0, 1] of an ink-bright image: background subtracted, contrast
     normalised, pixels under half the Otsu threshold zeroed (grey edges kept).
     Raises BlankImage when the ink does not stand out from the background."""
-    signal = np.clip(bright - background(bright), 0.0, 1.0)
+    signal = np.maximum(bright - background(bright), 0.0)
     peak = float(_mean2(signal).max())
     if peak < MIN_CONTRAST / 2 or float(signal.max()) < MIN_CONTRAST:
         raise BlankImage("no ink found: the image is blank or uniform")
@@ -203,7 +227,7 @@ def ink_levels(bright: np.ndarray) -> np.ndarray:
     saturation = float(_quantile(strokes, 0.75)) if strokes.size else 1.0
     floor = threshold / 2
     levels = (normalised - floor) / max(saturation - floor, 1e-6)
-    return np.clip(levels, 0.0, 1.0).astype(np.float32)
+    return np.minimum(np.maximum(levels, 0.0, out=levels), 1.0, out=levels).astype(np.float32)
 
 
 def _fit_box(patch: np.ndarray) -> np.ndarray:
@@ -239,10 +263,9 @@ def _bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
 
 
-def digit_ink(image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The digit's ink levels (in [0, 1], zero off the digit) at working resolution, and
-    its bounds; raises BlankImage when there is no digit."""
-    grey = to_grey(image)
+def digit_ink(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The digit's ink levels (in [0, 1], zero off the digit) of a grey working-size array,
+    and its bounds; raises BlankImage when there is no digit."""
     levels = ink_levels(ink_bright(grey))
     mask = keep_digit(remove_ruled_lines(levels > 0))
     if not mask.any():
@@ -253,34 +276,62 @@ def digit_ink(image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]
     return np.where(mask, levels, 0.0).astype(np.float32), (top, left, bottom, right)
 
 
-def _zoomed(image: Image.Image, bounds: tuple[int, int, int, int]) -> np.ndarray | None:
-    """For a digit small in a large, reduced image: its ink from a full-resolution crop
-    around ``bounds`` (working coordinates), or None when that does not apply."""
-    factor = _reduction(image)
+#: Decodes the upload again with its longer side at least the given number of pixels.
+Redecode = Callable[[int], Image.Image]
+
+
+def _sharper(
+    image: Image.Image, working_side: int, span: int, redecode: Redecode | None
+) -> Image.Image:
+    """The copy of the image to zoom into: the image itself, or, when it was decoded
+    reduced and the digit would still be under ZOOM_SPAN pixels in it, a sharper decode."""
+    full_side = max(image.info.get("full_size", image.size))
+    if redecode is None or full_side <= max(image.size):
+        return image
+    if span * max(image.size) >= ZOOM_SPAN * working_side:
+        return image
+    return redecode(math.ceil(working_side * ZOOM_SPAN / span))
+
+
+def _zoomed(
+    image: Image.Image,
+    working: tuple[int, int],
+    bounds: tuple[int, int, int, int],
+    redecode: Redecode | None,
+) -> np.ndarray | None:
+    """For a digit small in a large, reduced image: its ink from a sharper crop around
+    ``bounds`` (upright working coordinates), or None when that does not apply."""
     top, left, bottom, right = bounds
     span = max(bottom - top, right - left)
-    if factor == 1 or span > WORK_SIDE // 4:
+    full_side = max(image.info.get("full_size", image.size))
+    if full_side <= max(working) or span > ZOOM_SPAN:
+        return None
+    source = _oriented(_sharper(image, max(working), span, redecode))
+    scale = _reduction(image) * max(source.size) / max(image.size)
+    if scale <= 1:
         return None
     margin = span // 2 + 1
     region = (
-        max(0, (left - margin) * factor),
-        max(0, (top - margin) * factor),
-        min(image.width, (right + margin) * factor),
-        min(image.height, (bottom + margin) * factor),
+        max(0, math.floor((left - margin) * scale)),
+        max(0, math.floor((top - margin) * scale)),
+        min(source.width, math.ceil((right + margin) * scale)),
+        min(source.height, math.ceil((bottom + margin) * scale)),
     )
     try:
-        ink, (top, left, bottom, right) = digit_ink(image.crop(region))
+        ink, (top, left, bottom, right) = digit_ink(_grey(source.crop(region)))
     except BlankImage:
         return None
     return ink[top:bottom, left:right]
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
+def to_mnist(image: Image.Image, redecode: Redecode | None = None) -> np.ndarray:
     """Return the image's digit as a ``[28, 28]`` float32 array in [0, 1], white on black,
-    normalised the way MNIST was made. Raises BlankImage when there is no ink."""
-    image = _oriented(image)
-    ink, (top, left, bottom, right) = digit_ink(image)
-    patch = _zoomed(image, (top, left, bottom, right))
+    normalised the way MNIST was made. ``redecode`` (optional) decodes the upload again at
+    a larger size, for a small digit in an image that was decoded reduced. Raises
+    BlankImage when there is no ink."""
+    grey = to_grey(image)
+    ink, (top, left, bottom, right) = digit_ink(grey)
+    patch = _zoomed(image, grey.shape, (top, left, bottom, right), redecode)
     if patch is None:
         patch = ink[top:bottom, left:right]
     digit = _fit_box(normalise_strokes(patch, BOX_SIDE))

@@ -18,10 +18,8 @@ STROKE_THINNED = 2.6
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width of a boolean mask: twice its area over its perimeter."""
-    padded = np.pad(mask, 1)
-    perimeter = int(np.count_nonzero(padded[1:] != padded[:-1])) + int(
-        np.count_nonzero(padded[:, 1:] != padded[:, :-1])
-    )
+    edges = [mask[1:] != mask[:-1], mask[:, 1:] != mask[:, :-1], mask[0], mask[-1]]
+    perimeter = sum(int(np.count_nonzero(part)) for part in [*edges, mask[:, 0], mask[:, -1]])
     return 2.0 * float(mask.sum()) / max(perimeter, 1)
 
 

@@ -1,0 +1,204 @@
+"""How long reading an upload takes, end to end: one client sending one upload at a time on
+a kept connection to ``gunicorn serve:app`` (2 workers), for three kinds of upload, each
+kind's mean latency as a multiple of the tutorial CNN's batch-1 onnxruntime latency on one
+thread (the yardstick of ``bench.model_latency``), measured in the same run.
+
+The kinds: MNIST's own 28x28 PNG; a mid-size phone photo (640x480 JPEG, uneven light,
+EXIF-rotated); a full-size phone photo (4032x3024 JPEG, the same). Prints the yardstick,
+each kind's latency and ratio against its target, the in-process split (decode,
+preprocess, inference, the rest: HTTP, multipart, Falcon, the client), and how much a
+worker's peak RSS grows while it reads full-size photos.
+
+    OPENBLAS_NUM_THREADS=1 python -m bench.uploads [--rounds 5] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.client
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
+
+from bench import model_latency, samples
+from bench.breakdown import cpu_microseconds
+from bench.load import DEFAULT_MODEL_DIR
+from serve.images import decode, normalise
+from serve.model.runtime import CPU, OnnxModel
+from tests.recognition_sets import FULL_PHOTO, MID_PHOTO, phone_photo
+from tests.servers import encode_multipart, gunicorn_server
+
+MAX_PIXELS = 40_000_000
+#: Each kind's target: mean latency at most this many times the yardstick.
+TARGETS = {
+    "MNIST 28x28 PNG": 2.5,
+    "phone photo 640x480 JPEG": 5.0,
+    "phone photo 4032x3024 JPEG": 60.0,
+}
+#: A worker's peak RSS may grow by at most this many MiB while it reads a full-size photo.
+RSS_TARGET_MB = 60.0
+
+
+def uploads(digit: np.ndarray) -> dict[str, bytes]:
+    """The three kinds of upload, made from one MNIST digit."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit, mode="L").save(buffer, format="PNG")
+    return dict(
+        zip(
+            TARGETS,
+            [
+                buffer.getvalue(),
+                phone_photo(digit, MID_PHOTO, 1, 6),
+                phone_photo(digit, FULL_PHOTO, 1, 6),
+            ],
+            strict=True,
+        )
+    )
+
+
+def yardstick_ms(rounds: int = 5, calls: int = 400) -> float:
+    """Median batch-1 latency of the tutorial CNN in onnxruntime on one thread, in ms."""
+    runner = model_latency.session(model_latency.tutorial_onnx())
+    image = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
+    model_latency.time_round(runner, image, calls)
+    timings = [t for _ in range(rounds) for t in model_latency.time_round(runner, image, calls)]
+    return statistics.median(timings)
+
+
+class Client:
+    """One kept HTTP/1.1 connection posting multipart uploads to ``/predict``."""
+
+    def __init__(self, base_url: str) -> None:
+        address = urlsplit(base_url)
+        self._connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+
+    def post(self, body: bytes, content_type: str) -> float:
+        """Send one upload, read the answer; the wall seconds it took."""
+        started = time.perf_counter()
+        self._connection.request("POST", "/predict", body, {"Content-Type": content_type})
+        response = self._connection.getresponse()
+        response.read()
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise RuntimeError(f"/predict answered {response.status}")
+        return elapsed
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of process ``pid`` so far, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def stage_split(data: bytes, model: OnnxModel, repeat: int) -> dict[str, float]:
+    """CPU milliseconds of decode, preprocess and inference of one upload, in process."""
+    image = decode.decode(data, MAX_PIXELS)
+    redecode = functools.partial(decode.decode, data, MAX_PIXELS)
+    array = normalise.to_mnist(image, redecode)[np.newaxis]
+    decoding = cpu_microseconds(lambda: decode.decode(data, MAX_PIXELS), repeat)
+    both = cpu_microseconds(
+        lambda: normalise.to_mnist(decode.decode(data, MAX_PIXELS), redecode), repeat
+    )
+    inference = cpu_microseconds(lambda: model.predict(array), repeat)
+    return {
+        "decode": decoding / 1e3,
+        "preprocess": (both - decoding) / 1e3,
+        "inference": inference / 1e3,
+    }
+
+
+@contextlib.contextmanager
+def client_of(base_url: str) -> Iterator[Client]:
+    """A Client, closed on exit."""
+    client = Client(base_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def main() -> int:
+    """Measure and print; exit status 1 when a target is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--requests", type=int, default=40, help="per kind per round")
+    arguments = parser.parse_args()
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        print("warning: set OPENBLAS_NUM_THREADS=1, as each worker runs on one core")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
+    kinds = uploads(samples.mnist_digits(1)[0])
+    bodies = {
+        name: encode_multipart([("file", "digit", data)], "image/jpeg")
+        for name, data in kinds.items()
+    }
+    yardstick = yardstick_ms()
+    latencies: dict[str, list[float]] = {name: [] for name in kinds}
+    env = {"OPENBLAS_NUM_THREADS": "1"}
+    with (
+        gunicorn_server(arguments.model_dir, 2, env=env) as server,
+        client_of(server.base_url) as client,
+    ):
+        for name in list(kinds)[:2]:
+            for _ in range(20):
+                client.post(*bodies[name])
+        workers = server.worker_pids()
+        before = {pid: peak_rss_mb(pid) for pid in workers}
+        for _ in range(5):
+            client.post(*bodies["phone photo 4032x3024 JPEG"])
+        growth = max(peak_rss_mb(pid) - before[pid] for pid in workers)
+        for _ in range(arguments.rounds):
+            for name, (body, content_type) in bodies.items():
+                latencies[name].extend(
+                    client.post(body, content_type) for _ in range(arguments.requests)
+                )
+    model = OnnxModel(arguments.model_dir / "cnn.onnx", [CPU], 1)
+    print(f"yardstick: tutorial CNN, onnxruntime batch 1, one thread: {yardstick:.3f} ms (median)")
+    print(
+        f"one client, one upload at a time, kept connection, gunicorn serve:app with 2 workers; "
+        f"{arguments.rounds} interleaved rounds of {arguments.requests} requests per kind"
+    )
+    print(
+        "| upload | bytes | mean ms | x yardstick | target "
+        "| decode ms | preprocess ms | inference ms | rest ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    missed = False
+    for name, data in kinds.items():
+        mean = statistics.fmean(latencies[name]) * 1e3
+        ratio = mean / yardstick
+        split = stage_split(data, model, 50 if "4032" in name else 500)
+        rest = mean - sum(split.values())
+        missed |= ratio > TARGETS[name]
+        print(
+            f"| {name} | {len(data):,} | {mean:.3f} | {ratio:.1f} | <= {TARGETS[name]:g} | "
+            f"{split['decode']:.3f} | {split['preprocess']:.3f} | "
+            f"{split['inference']:.3f} | {rest:.3f} |"
+        )
+    print(
+        f"worker peak RSS growth reading 4032x3024 JPEGs: {growth:.1f} MiB "
+        f"(target <= {RSS_TARGET_MB:g})"
+    )
+    missed |= growth > RSS_TARGET_MB
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
