@@ -7,10 +7,14 @@ knobs. Check with ``gunicorn --check-config serve:app``. docs/serving.md explain
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import glob
 import logging
 import os
 import shutil
+import socket
+import struct
 import tempfile
 from typing import Any
 
@@ -39,6 +43,16 @@ os.environ["WEB_CONCURRENCY"] = str(workers)
 timeout = 30
 graceful_timeout = 20
 
+# A client socket read or write that makes no progress for this many seconds fails, so a
+# client that stops halfway through its request head, or never reads its answer, releases
+# the worker thread it holds (set on the listeners; accepted sockets inherit it).
+SOCKET_STALL_SECONDS = 10
+
+# Allocations of at least this many bytes are mapped on their own and returned to the
+# system when freed (glibc), so a worker's memory shrinks back after a large image.
+MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3
+
 # Workers are replaced after tens of thousands of requests (staggered by the jitter), which bounds
 # the memory a long-lived worker can grow to after hostile rounds.
 max_requests = 50000
@@ -65,11 +79,24 @@ if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
 
+def when_ready(server: Any) -> None:
+    """Once the listeners are open: bound how long one read or write on a client socket may
+    wait (SOCKET_STALL_SECONDS)."""
+    stall = struct.pack("ll", SOCKET_STALL_SECONDS, 0)
+    for listener in server.LISTENERS:
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            listener.sock.setsockopt(socket.SOL_SOCKET, option, stall)
+
+
 def post_fork(server: Any, worker: Any) -> None:
     """In each new worker, before it loads the app: tell it how many workers there are
     (``-w`` or SIGTTIN/SIGTTOU may have changed the count) so that it sizes its onnxruntime
-    and BLAS threads, and send the app's own log lines to gunicorn's error log."""
+    and BLAS threads, return large freed blocks to the system, and send the app's own log
+    lines to gunicorn's error log."""
     os.environ["WEB_CONCURRENCY"] = str(server.num_workers)
+    libc_name = ctypes.util.find_library("c")
+    if libc_name and hasattr(ctypes.CDLL(libc_name), "mallopt"):  # glibc only.
+        ctypes.CDLL(libc_name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     # numpy's OpenBLAS, loaded with the app after this hook, would start a thread per CPU
     # in every worker and oversubscribe the cores.
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):

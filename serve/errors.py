@@ -39,8 +39,21 @@ class UnsupportedMediaType(ServiceError):
     title = "Unsupported media type"
 
 
+class InvalidBody(InvalidInput):
+    """The body could not be read whole: malformed chunked framing, or a body that ends
+    before its Content-Length."""
+
+
+class BodyTimeout(ServiceError):
+    """The client stopped sending the body it announced (408)."""
+
+    status = 408
+    title = "Request timeout"
+
+
 class PayloadTooLarge(ServiceError):
-    """The body, the image's pixel count or the number of files is over its limit."""
+    """The body, an image's or a request's pixel count, or the number of files is over
+    its limit."""
 
     status = 413
     title = "Payload too large"

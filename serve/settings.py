@@ -57,6 +57,10 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     #: Largest decoded image, in pixels (413 beyond, checked from the header, before decoding).
     max_image_pixels: int = 40_000_000
+    #: Most pixels all the images of one request may declare together, /predict and v2
+    #: ``image_bytes`` alike (413 beyond, judged from the headers before any is decoded):
+    #: this bounds one request's decode work, whatever the number of images.
+    max_request_pixels: int = 50_000_000
     #: Most images in one /predict request (413 beyond).
     max_files: int = 64
     #: Most tensor elements in one v2 infer request (413 beyond).

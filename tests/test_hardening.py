@@ -3,11 +3,13 @@ afterwards the same worker processes still answer correctly (no crash, no restar
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serve.api import uploads
 from serve.images import decode, normalise
 from serve.model.runtime import ModelRepository
+from serve.settings import Settings
 from tests.servers import GunicornServer, encode_multipart, gunicorn_server, request
 
 pytestmark = pytest.mark.slow
@@ -254,6 +258,112 @@ def test_ten_million_binary_elements_are_a_413_before_they_are_read(
     status, body = _raw_exchange(server.base_url, head, header + bytes(32768))
     assert status == 413
     assert json.loads(body)["error"]
+
+
+def _exchange(
+    base_url: str, data: bytes, half_close: bool = False, timeout: float = 15.0
+) -> tuple[int, bytes, float]:
+    """Send ``data`` raw (``half_close``: then shut the sending side, as a client that
+    gives up mid-body), read one whole answer (by its Content-Length, without waiting for
+    the connection to close); returns (status, body, seconds until the answer)."""
+    address = urlsplit(base_url)
+    started = time.monotonic()
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as connection:
+        connection.sendall(data)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = connection.recv(65536)
+            assert chunk, f"connection closed without an answer: {answer!r}"
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            chunk = connection.recv(65536)
+            assert chunk, "connection closed mid-answer"
+            body += chunk
+    return int(head.split(b" ", 2)[1]), body, time.monotonic() - started
+
+
+def _chunked_head(path: str, content_type: str = "image/png") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+
+
+_PNG_START = _png(_digit())[:64]
+
+
+def _body_cases() -> list[tuple[str, str, bytes, bool, str]]:
+    """(case, path, bytes, half-close, word the reason names): broken bodies, each a 400."""
+    cases = []
+    for path, content_type in (("/predict", "image/png"), ("/v2/models/cnn/infer", OCTET)):
+        head = _chunked_head(path, content_type)
+        cases += [
+            (f"{path} negative chunk size", path, head + b"-5\r\nhello\r\n0\r\n\r\n", False,
+             "chunk size"),
+            (f"{path} non-hex chunk size", path, head + b"zz\r\nhello\r\n0\r\n\r\n", False,
+             "chunk size"),
+            (f"{path} chunk without terminator", path, head + b"5\r\nhelloXX0\r\n\r\n", False,
+             "terminator"),
+            (f"{path} chunked body cut short", path, head + b"100\r\n" + _PNG_START, True,
+             "last chunk"),
+            (f"{path} body shorter than its Content-Length", path,
+             f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+             f"Content-Length: 1000\r\n\r\n".encode() + _PNG_START, True, "Content-Length"),
+        ]  # fmt: skip
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "half_close", "word"),
+    [pytest.param(*case[1:], id=case[0]) for case in _body_cases()],
+)
+def test_broken_body_is_a_400_with_a_json_reason(
+    server: Target, path: str, data: bytes, half_close: bool, word: str
+) -> None:
+    status, body, seconds = _exchange(server.base_url, data, half_close)
+    assert status == 400, body
+    reason = json.loads(body)
+    assert word.lower() in (reason.get("description") or reason["error"]).lower(), reason
+    assert seconds < 3
+
+
+def test_body_that_stops_coming_is_a_408_within_the_body_timeout(server: Target) -> None:
+    """A head announcing 1000 bytes, 64 of them sent, the socket left open: 408, and the
+    worker is free again."""
+    head = b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+    head += b"Content-Length: 1000\r\n\r\n"
+    status, body, seconds = _exchange(server.base_url, head + _PNG_START)
+    assert status == 408
+    assert f"{uploads.BODY_TIMEOUT_SECONDS:g} s" in json.loads(body)["description"]
+    assert uploads.BODY_TIMEOUT_SECONDS <= seconds < uploads.BODY_TIMEOUT_SECONDS + 3
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/cnn/infer"])
+def test_images_over_the_request_pixel_budget_are_a_413_before_decoding(
+    server: Target, path: str
+) -> None:
+    """Two headers declaring 6000x6000 each (72 million pixels, the budget is 50 million):
+    refused from the headers, at once, naming the budget and its setting."""
+    big = _lying_png(6000, 6000)
+    if path == "/predict":
+        body, content_type = encode_multipart([("file", f"{i}.png", big) for i in range(2)])
+        headers = {"Content-Type": content_type}
+    else:
+        encoded = base64.b64encode(big).decode()
+        body = _v2_json("image_bytes", [2], [encoded, encoded], "BYTES")
+        headers = {"Content-Type": "application/json"}
+    started = time.monotonic()
+    status, _, answer = request("POST", server.base_url + path, body, headers)
+    assert time.monotonic() - started < 2
+    assert status == 413, answer
+    reason = json.loads(answer)
+    text = reason.get("description") or reason["error"]
+    assert "72000000 pixels" in text and str(Settings().max_request_pixels) in text
+    assert "MNIST_MAX_REQUEST_PIXELS" in text
 
 
 def test_workers_survived_and_still_answer_correctly(server: Target, fake_models: Path) -> None:

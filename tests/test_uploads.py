@@ -7,9 +7,12 @@ from typing import Any
 
 import falcon.testing
 import pytest
+from gunicorn.http import errors as gunicorn_errors
 from PIL import Image
 
+from serve.api import uploads
 from serve.app import create_app
+from serve.errors import BodyTimeout, InvalidBody, PayloadTooLarge
 from serve.model.runtime import ModelRepository
 from serve.settings import Settings
 from tests.images import encoded
@@ -189,3 +192,74 @@ def test_too_many_form_parts_is_413(small_client: falcon.testing.TestClient) -> 
     body, content_type = encode_multipart([("note", "", b"x")] * 25)
     assert len(body) < 4096
     assert_error(post(small_client, body, content_type), 413, "too many")
+
+
+class FailingStream(io.BytesIO):
+    """A chunked request body whose reading fails as gunicorn's reader would."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(b"")
+        self.error = error
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise self.error
+
+
+def chunked_request(stream: io.BytesIO, content_length: int | None = None) -> falcon.Request:
+    """A Falcon request reading ``stream`` as gunicorn hands over a body."""
+    headers = {"Content-Type": "image/png"}
+    if content_length is None:
+        headers["Transfer-Encoding"] = "chunked"
+    else:
+        headers["Content-Length"] = str(content_length)
+    env = falcon.testing.create_environ("/predict", method="POST", headers=headers)
+    env["wsgi.input"] = stream
+    env["wsgi.input_terminated"] = True
+    return falcon.Request(env)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "word"),
+    [
+        (gunicorn_errors.InvalidChunkSize(b"-5"), InvalidBody, "chunk size"),
+        (gunicorn_errors.ChunkMissingTerminator(b"XX"), InvalidBody, "terminator"),
+        (gunicorn_errors.InvalidChunkExtension("bare CR"), InvalidBody, "chunk"),
+        (gunicorn_errors.NoMoreData(b""), InvalidBody, "last chunk"),
+        (ConnectionResetError(104, "reset"), InvalidBody, "connection broke"),
+        (TimeoutError("timed out"), BodyTimeout, "did not arrive"),
+    ],
+)
+def test_body_reading_errors_are_client_errors(
+    error: Exception, expected: type[Exception], word: str
+) -> None:
+    with pytest.raises(expected, match=word):
+        uploads.read_body(chunked_request(FailingStream(error)), 4096)
+
+
+def test_body_shorter_than_its_content_length_is_400() -> None:
+    with pytest.raises(InvalidBody, match="ended after 5 of the 1000 bytes"):
+        uploads.read_body(chunked_request(io.BytesIO(b"hello"), content_length=1000), 4096)
+
+
+def test_body_timeout_status_is_408() -> None:
+    assert BodyTimeout("x").status == 408
+
+
+def test_pixel_budget_counts_every_image_of_a_request(
+    settings: Settings, repository: ModelRepository
+) -> None:
+    """Each 28x28 image is within every per-image limit; three together are over a budget
+    of 2 images' pixels: 413 naming the budget and the setting, before any is decoded."""
+    settings.max_request_pixels = 2 * 28 * 28
+    client = falcon.testing.TestClient(create_app(settings, repository))
+    two, content_type = encode_multipart([("file", f"{i}.png", digit_png()) for i in range(2)])
+    assert post(client, two, content_type).status_code == 200
+    three, content_type = encode_multipart([("file", f"{i}.png", digit_png()) for i in range(3)])
+    assert_error(post(client, three, content_type), 413, "2352 pixels", "MNIST_MAX_REQUEST_PIXELS")
+
+
+def test_pixel_budget_ignores_bytes_that_are_no_image() -> None:
+    """Undecodable bytes count 0 pixels here; decoding them answers why (400)."""
+    uploads.require_pixel_budget([b"not an image", digit_png()], 28 * 28)
+    with pytest.raises(PayloadTooLarge):
+        uploads.require_pixel_budget([digit_png(), digit_png()], 28 * 28)

@@ -22,6 +22,7 @@ class Prediction:
     def __init__(self, settings: Settings, repository: ModelRepository) -> None:
         self.limits = uploads.UploadLimits.from_settings(settings)
         self._max_pixels = settings.max_image_pixels
+        self._max_request_pixels = settings.max_request_pixels
         self._repository = repository
 
     @falcon.before(uploads.reject_oversized_body)
@@ -31,6 +32,7 @@ class Prediction:
         req.context.model, req.context.model_version = model.info.name, model.info.version
         debug = req.get_param_as_bool("debug", default=False)
         files = uploads.read_uploads(req, self.limits)
+        uploads.require_pixel_budget([upload.data for upload in files], self._max_request_pixels)
         req.context.batch_size = len(files)
         answers = self._classify(model, files, debug)
         resp.media = answers[0] if len(files) == 1 else batch_answer(model.info, files, answers)

@@ -7,21 +7,45 @@ A request carries its images either as multipart/form-data parts named ``file`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import falcon
 from falcon.media.multipart import MultipartFormHandler, MultipartParseOptions
+from gunicorn.http import errors as gunicorn_errors
 
-from serve.errors import InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from serve.errors import (
+    BodyTimeout,
+    InvalidBody,
+    InvalidImage,
+    InvalidInput,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from serve.images import decode
 from serve.settings import Settings
 
 #: Multipart field names that carry an image.
 FILE_FIELDS = frozenset({"file", "image"})
 #: Multipart parts that are not images (form fields) tolerated besides the files.
 EXTRA_PARTS = 16
+#: How long a body may pause: when no byte of it arrives for this many seconds, 408.
+BODY_TIMEOUT_SECONDS = 5.0
+#: Bytes asked of the input stream per read.
+_READ_SIZE = 64 * 1024
+#: gunicorn's errors for malformed chunked framing, and for a chunked body cut short.
+_CHUNK_ERRORS = (
+    gunicorn_errors.InvalidChunkSize,
+    gunicorn_errors.ChunkMissingTerminator,
+    gunicorn_errors.InvalidChunkExtension,
+)
+_TRUNCATION_ERRORS = (gunicorn_errors.NoMoreData,)
 RAW_TYPES = ("image/", "application/octet-stream")
 ACCEPTED = (
     "send multipart/form-data with one or more parts named 'file' or 'image', "
@@ -99,20 +123,94 @@ def read_uploads(req: falcon.Request, limits: UploadLimits) -> list[Upload]:
     return uploads
 
 
-def read_body(req: falcon.Request, max_bytes: int) -> bytes:
+def read_body(req: falcon.Request, max_bytes: int, timeout: float = BODY_TIMEOUT_SECONDS) -> bytes:
     """The whole body in memory, never more than ``max_bytes`` read (chunked bodies,
-    which declare no length, included); PayloadTooLarge beyond."""
-    if req.content_length is not None:
-        if req.content_length > max_bytes:
-            raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
-        return req.bounded_stream.read()
-    if not req.env.get("wsgi.input_terminated"):
+    which declare no length, included).
+
+    Raises PayloadTooLarge beyond ``max_bytes``; InvalidBody for malformed chunked framing
+    or a body that ends before its Content-Length; BodyTimeout when no byte of it arrives
+    for ``timeout`` seconds (under gunicorn, whose client socket bounds each wait)."""
+    length = req.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+    if length is None and not req.env.get("wsgi.input_terminated"):
         # Without a length, only a server that ends the input stream may be read to its end.
         return b""
-    body = req.stream.read(max_bytes + 1)
+    client = _bound_waits(req.env, timeout)
+    stream = req.stream if length is None else req.bounded_stream
+    try:
+        body = _read_up_to(stream, max_bytes + 1)
+    except (TimeoutError, BlockingIOError) as ex:
+        if client is not None:
+            # Nothing more is read from this client: gunicorn, which would otherwise wait
+            # for the rest of the body before closing, sees the end of the input at once.
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RD)
+        raise BodyTimeout(
+            f"the body did not arrive within {timeout:g} s: no byte of it came for that long"
+        ) from ex
+    except _CHUNK_ERRORS as ex:
+        raise InvalidBody(f"malformed chunked body: {type(ex).__name__} {ex}") from ex
+    except _TRUNCATION_ERRORS as ex:
+        raise InvalidBody("the body ended before its last chunk (0 CRLF CRLF)") from ex
+    except OSError as ex:
+        raise InvalidBody(f"the connection broke while the body was read: {ex}") from ex
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+    if length is not None and len(body) < length:
+        raise InvalidBody(
+            f"the body ended after {len(body)} of the {length} bytes its Content-Length declares"
+        )
     return body
+
+
+def _bound_waits(environ: Mapping[str, Any], timeout: float) -> socket.socket | None:
+    """Make every wait on gunicorn's client socket (``environ["gunicorn.socket"]``) end
+    after ``timeout`` seconds: the body's reads here, and the answer's writes after (a
+    client that never reads its answer). Returns the socket; None under other servers."""
+    client = environ.get("gunicorn.socket")
+    if not isinstance(client, socket.socket):
+        return None
+    client.settimeout(timeout)
+    return client
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read_up_to(stream: _Readable, limit: int) -> bytes:
+    """Read ``stream`` to its end or until ``limit`` bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    received = 0
+    while received < limit:
+        chunk = stream.read(min(_READ_SIZE, limit - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)
+
+
+def require_pixel_budget(images: Sequence[bytes], budget: int) -> None:
+    """PayloadTooLarge unless the pixels that ``images`` (encoded) declare in their headers
+    add up to at most ``budget``; judged before any of them is decoded, so that one
+    request's decode work stays bounded however many images it carries."""
+    total = sum(map(_declared_pixels, images))
+    if total > budget:
+        raise PayloadTooLarge(
+            f"the {len(images)} image(s) declare {total} pixels in all; the limit is "
+            f"{budget} pixels per request (setting max_request_pixels, MNIST_MAX_REQUEST_PIXELS)"
+        )
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Width x height as the image's header declares it, nothing decoded; 0 for bytes
+    that are no readable image (decoding them answers why, naming the file)."""
+    try:
+        return decode.declared_pixels(data)
+    except ServiceError:
+        return 0
 
 
 def _media_type(req: falcon.Request) -> str:
