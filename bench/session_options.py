@@ -1,8 +1,8 @@
 """onnxruntime session options compared on the committed CNN: CPU microseconds per image at
 batch 1 and 64, one intra-op thread (what each gunicorn worker gets), best of 3 rounds.
 
-``python -m bench.session_options`` prints one line per variant; serve/runtime.py uses the
-one marked "serve/runtime.py".
+``python -m bench.session_options`` prints one line per variant; serve/model/runtime.py uses the
+one marked "serve/model/runtime.py".
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ LEVEL = onnxruntime.GraphOptimizationLevel
 
 
 def session(path: Path, **changes: Any) -> onnxruntime.InferenceSession:
-    """A CPU session with serve/runtime.py's options, some of them changed."""
+    """A CPU session with serve/model/runtime.py's options, some of them changed."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -55,14 +55,14 @@ def main() -> None:
         "onnxruntime defaults (threads = cores)": onnxruntime.InferenceSession(
             str(path), providers=["CPUExecutionProvider"]
         ),
-        "serve/runtime.py: ENABLE_ALL, 1 thread": session(path),
+        "serve/model/runtime.py: ENABLE_ALL, 1 thread": session(path),
         "ENABLE_EXTENDED": session(path, graph_optimization_level=LEVEL.ORT_ENABLE_EXTENDED),
         "ENABLE_BASIC": session(path, graph_optimization_level=LEVEL.ORT_ENABLE_BASIC),
         "DISABLE_ALL": session(path, graph_optimization_level=LEVEL.ORT_DISABLE_ALL),
         "ENABLE_ALL, no memory arena": session(path, enable_cpu_mem_arena=False),
         "ENABLE_ALL, no memory pattern": session(path, enable_mem_pattern=False),
     }
-    shape = variants["serve/runtime.py: ENABLE_ALL, 1 thread"].get_inputs()[0].shape
+    shape = variants["serve/model/runtime.py: ENABLE_ALL, 1 thread"].get_inputs()[0].shape
     batches = {size: samples.normalised_batch(size).reshape([size, *shape[1:]]) for size in (1, 64)}
     best: dict[str, dict[int, float]] = {name: {1: np.inf, 64: np.inf} for name in variants}
     for _ in range(3):

@@ -2,8 +2,8 @@
 socket is created with ``proto=IPPROTO_TCP``, so that asyncio turns TCP_NODELAY on for each
 connection. ``uvicorn --workers N`` leaves it off (Kludex/uvicorn#3149), and then every
 keep-alive request after the first waits about 40 ms for the client's delayed ACK. (Under
-uvloop, which ``uvicorn[standard]`` installs, the delay does not show: measured in the
-README's Performance section.)
+uvloop, which ``uvicorn[standard]`` installs, the delay does not show: ``python -m
+bench.load`` runs all three.)
 
 ``python -m bench.peers.uvicorn_nodelay --port 8002 --workers 2 [--http h11 --loop asyncio]``
 """

@@ -1,6 +1,6 @@
 """``GET /``: the demo page (draw or upload a digit), and its script and style sheet.
 
-Everything is read from ``serve/static`` once, when the routes are added: no build step, no
+Everything is read from ``serve/api/static`` once, when the routes are added: no build step, no
 CDN, no file opened per request. Assets are linked with a content hash (``?v=...``) so
 browsers may cache them for a year and still see a new version at once.
 """

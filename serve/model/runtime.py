@@ -71,7 +71,7 @@ class OnnxModel:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle intra-op threads sleep instead of spinning: with more than one thread per
-        # worker, spinning burned CPU the other workers needed (bench/, README Performance).
+        # worker, spinning burned CPU the other workers needed (python -m bench.session_options).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             str(path), sess_options=options, providers=providers
