@@ -18,26 +18,22 @@ then each variant's medians; on a shared machine compare medians of many short r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import io
 import shlex
-import signal
 import statistics
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench import samples
 from bench.load import DEFAULT_MODEL_DIR, Result, Route, drive, v2_json_body
 from bench.processes import uvicorn_peer
-from tests.servers import ROOT, encode_multipart, free_port, gunicorn_server, request
+from tests.servers import ROOT, behind_nginx, encode_multipart, gunicorn_server
 
-NGINX_SCRIPT = ROOT / "deploy" / "run-behind-nginx.sh"
 PEER = "FastAPI uvicorn[standard]"
 
 
@@ -72,31 +68,6 @@ def checkout(revision: str, folder: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(root, filter="data")
     return root
-
-
-@contextlib.contextmanager
-def behind_nginx(upstream_url: str) -> Iterator[str]:
-    """deploy/run-behind-nginx.sh in front of ``upstream_url``; yields nginx's base URL."""
-    port = free_port()
-    upstream_port = upstream_url.rsplit(":", 1)[1]
-    process = subprocess.Popen(
-        ["bash", str(NGINX_SCRIPT), str(port), upstream_port], start_new_session=True
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if request("GET", base_url + "/health/ready")[0] == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("nginx did not start")
-        yield base_url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        process.wait(20)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import json
 import resource
 import socket
 import statistics
-import struct
 import sys
 import time
 import zlib
@@ -30,7 +29,14 @@ from PIL import Image
 
 from bench.load import DEFAULT_MODEL_DIR
 from bench.processes import cpu_seconds, rss_mb
-from tests.servers import GunicornServer, encode_multipart, gunicorn_server, request
+from tests.images import png_declaring
+from tests.servers import (
+    GunicornServer,
+    behind_nginx,
+    encode_multipart,
+    gunicorn_server,
+    request,
+)
 
 MAX_RSS_GROWTH = 0.15
 HEAVY_SIDE = 6324
@@ -53,19 +59,8 @@ def _heavy_png() -> bytes:
 
 def _lying_png(width: int, height: int) -> bytes:
     """A PNG header declaring ``width`` x ``height`` over a 28x28 payload."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
     rows = b"".join(b"\x00" + bytes(28) for _ in range(28))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
+    return png_declaring(width, height, zlib.compress(rows))
 
 
 def _http(path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -235,13 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bare-connections", type=int, default=50)
     arguments = parser.parse_args(argv)
 
-    from tests.test_slow_clients import behind_nginx
-
     held = True
     with gunicorn_server(arguments.model_dir, workers=2) as server:
         print(f"hostile rounds against bare gunicorn, 2 workers, {arguments.rounds} rounds:")
         held &= run_rounds(server, arguments.rounds)
-        with behind_nginx(server) as proxy:
+        with behind_nginx(server.base_url) as proxy:
             print(f"{arguments.connections} held connections through nginx:")
             with held_connections(proxy, arguments.connections):
                 latencies = time_legit(proxy, arguments.hold_seconds)

@@ -209,3 +209,47 @@ def post_files(
     body, content_type = encode_multipart(files)
     status, _, answer = request("POST", url, body, {"Content-Type": content_type}, timeout)
     return status, json.loads(answer)
+
+
+#: deploy/run-behind-nginx.sh, or another script taking the same arguments (PORT
+#: UPSTREAM_PORT) named by RUN_BEHIND_NGINX, to try a different proxy configuration.
+RUN_BEHIND_NGINX = Path(
+    os.environ.get("RUN_BEHIND_NGINX") or ROOT / "deploy" / "run-behind-nginx.sh"
+)
+
+
+@contextlib.contextmanager
+def behind_nginx(upstream_url: str, ready_timeout: float = 15.0) -> Iterator[str]:
+    """Run RUN_BEHIND_NGINX (nginx on a free port in front of the gunicorn at
+    ``upstream_url``), wait until /health/ready answers through it and yield nginx's base
+    URL; nginx is stopped on exit."""
+    port = free_port()
+    upstream_port = upstream_url.rsplit(":", 1)[1]
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [str(RUN_BEHIND_NGINX), str(port), upstream_port],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                with contextlib.suppress(OSError):
+                    if request("GET", base_url + "/health/ready", timeout=2)[0] == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"nginx did not come up:\n{log.read().decode()}")
+                time.sleep(0.1)
+            yield base_url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

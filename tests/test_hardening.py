@@ -8,7 +8,6 @@ import dataclasses
 import io
 import json
 import socket
-import struct
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from serve.api import uploads
 from serve.images import decode, normalise
 from serve.model.runtime import ModelRepository
 from serve.settings import Settings
+from tests.images import png_declaring
 from tests.servers import GunicornServer, encode_multipart, gunicorn_server, request
 
 pytestmark = pytest.mark.slow
@@ -45,21 +45,11 @@ def _digit() -> np.ndarray:
     return digit
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def _lying_png(width: int, height: int, real_side: int = 28) -> bytes:
     """A grey PNG whose header declares ``width`` x ``height`` pixels but whose data holds
     only ``real_side`` x ``real_side``: a bomb when the header is large, else truncated."""
     rows = b"".join(b"\x00" + bytes(real_side) for _ in range(real_side))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(rows))
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_declaring(width, height, zlib.compress(rows))
 
 
 def _multipart(data: bytes, filename: str = "digit.png", field: str = "file") -> tuple[bytes, str]:

@@ -12,10 +12,7 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,23 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers
 from tests.images import encoded
 from tests.servers import (
-    ROOT,
+    RUN_BEHIND_NGINX,
     GunicornServer,
     encode_multipart,
-    free_port,
     gunicorn_server,
     request,
 )
 
 pytestmark = pytest.mark.slow
 
-#: The shipped script; RUN_BEHIND_NGINX may name another with the same arguments
-#: (PORT UPSTREAM_PORT) to try a different proxy configuration.
-RUN_BEHIND_NGINX = Path(
-    os.environ.get("RUN_BEHIND_NGINX") or ROOT / "deploy" / "run-behind-nginx.sh"
-)
 HELD_CONNECTIONS = 1400
 LEGIT_LIMIT_SECONDS = 0.5
 INSTALL_NGINX = (
@@ -78,40 +70,11 @@ def _digit_png() -> bytes:
 
 @contextlib.contextmanager
 def behind_nginx(upstream: GunicornServer) -> Iterator[str]:
-    """Run deploy/run-behind-nginx.sh PORT UPSTREAM_PORT in front of ``upstream``, wait
-    until /health/ready answers through it and yield nginx's base URL."""
+    """nginx through the shipped script in front of ``upstream``; skips without nginx."""
     _nginx_or_skip()
     assert RUN_BEHIND_NGINX.exists(), f"{RUN_BEHIND_NGINX} is missing"
-    port = free_port()
-    upstream_port = upstream.base_url.rsplit(":", 1)[1]
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [str(RUN_BEHIND_NGINX), str(port), upstream_port],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                with contextlib.suppress(OSError):
-                    if request("GET", base_url + "/health/ready", timeout=2)[0] == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"nginx did not come up:\n{log.read().decode()}")
-                time.sleep(0.1)
-            yield base_url
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with servers.behind_nginx(upstream.base_url) as base_url:
+        yield base_url
 
 
 class HeldConnections:
