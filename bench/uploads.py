@@ -4,10 +4,14 @@ kind's mean latency as a multiple of the tutorial CNN's batch-1 onnxruntime late
 thread (the yardstick of ``bench.model_latency``), measured in the same run.
 
 The kinds: MNIST's own 28x28 PNG; a mid-size phone photo (640x480 JPEG, uneven light,
-EXIF-rotated); a full-size phone photo (4032x3024 JPEG, the same). Prints the yardstick,
-each kind's latency and ratio against its target, the in-process split (decode,
-preprocess, inference, the rest: HTTP, multipart, Falcon, the client), and how much a
-worker's peak RSS grows while it reads full-size photos.
+EXIF-rotated); a full-size phone photo (4032x3024 JPEG, the same). Each request is encoded
+once and sent with one ``sendall`` on a TCP_NODELAY socket. Prints the yardstick, each
+kind's latency and ratio against its target, where the time goes (decode, preprocess and
+inference timed in process; the rest of the workers' CPU per request, from their threads'
+``/proc`` schedstat: HTTP, multipart, Falcon; the client's CPU; and the remainder, time
+nobody was on a CPU for the request: the kernel's loopback, scheduling, other processes),
+the workers' minor page faults per request, and how much a worker's peak RSS grows while
+it reads full-size photos.
 
     OPENBLAS_NUM_THREADS=1 python -m bench.uploads [--rounds 5] [--requests 40]
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import http.client
 import io
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -76,27 +82,41 @@ def yardstick_ms(rounds: int = 5, calls: int = 400) -> float:
     return statistics.median(timings)
 
 
+def predict_request(data: bytes, host: str) -> bytes:
+    """The whole HTTP/1.1 request posting ``data`` as a multipart file to ``/predict``."""
+    body, content_type = encode_multipart([("file", "digit", data)], "image/jpeg")
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
 class Client:
-    """One kept HTTP/1.1 connection posting multipart uploads to ``/predict``."""
+    """One kept HTTP/1.1 connection (TCP_NODELAY) sending encoded requests."""
 
     def __init__(self, base_url: str) -> None:
         address = urlsplit(base_url)
-        self._connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+        self.host = address.netloc
+        self._socket = socket.create_connection((address.hostname, address.port), timeout=60)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def post(self, body: bytes, content_type: str) -> float:
-        """Send one upload, read the answer; the wall seconds it took."""
+    def post(self, request: bytes) -> float:
+        """Send one request with one ``sendall``, read the answer; the wall seconds it
+        took."""
         started = time.perf_counter()
-        self._connection.request("POST", "/predict", body, {"Content-Type": content_type})
-        response = self._connection.getresponse()
+        self._socket.sendall(request)
+        response = http.client.HTTPResponse(self._socket)
+        response.begin()
         response.read()
         elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise RuntimeError(f"/predict answered {response.status}")
+        if response.status != 200 or response.will_close:
+            raise RuntimeError(f"/predict answered {response.status}, or closed the connection")
         return elapsed
 
     def close(self) -> None:
         """Close the connection."""
-        self._connection.close()
+        self._socket.close()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -105,6 +125,44 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def cpu_seconds_of_threads(pids: list[int]) -> float:
+    """CPU seconds the threads of processes ``pids`` have run so far (``/proc`` schedstat:
+    nanoseconds, not clock ticks)."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(FileNotFoundError):
+                total += int(stat.read_text().split()[0])
+    return total / 1e9
+
+
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults processes ``pids`` have taken so far (``/proc`` stat)."""
+    return sum(
+        int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7]) for pid in pids
+    )
+
+
+@dataclasses.dataclass
+class Timings:
+    """What one kind's requests took: wall seconds of each, and CPU seconds and minor page
+    faults in all of the workers, CPU seconds of the client."""
+
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    worker_cpu: float = 0.0
+    worker_faults: int = 0
+    client_cpu: float = 0.0
+
+    def add_round(self, client: Client, request: bytes, count: int, workers: list[int]) -> None:
+        """Send ``request`` ``count`` times and add what it took."""
+        faults_before = minor_faults(workers)
+        worker_before, client_before = cpu_seconds_of_threads(workers), time.process_time()
+        self.latencies.extend(client.post(request) for _ in range(count))
+        self.client_cpu += time.process_time() - client_before
+        self.worker_cpu += cpu_seconds_of_threads(workers) - worker_before
+        self.worker_faults += minor_faults(workers) - faults_before
 
 
 def stage_split(data: bytes, model: OnnxModel, repeat: int) -> dict[str, float]:
@@ -145,52 +203,52 @@ def main() -> int:
         print("warning: set OPENBLAS_NUM_THREADS=1, as each worker runs on one core")
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
     kinds = uploads(samples.mnist_digits(1)[0])
-    bodies = {
-        name: encode_multipart([("file", "digit", data)], "image/jpeg")
-        for name, data in kinds.items()
-    }
     yardstick = yardstick_ms()
-    latencies: dict[str, list[float]] = {name: [] for name in kinds}
+    timings = {name: Timings() for name in kinds}
     env = {"OPENBLAS_NUM_THREADS": "1"}
     with (
         gunicorn_server(arguments.model_dir, 2, env=env) as server,
         client_of(server.base_url) as client,
     ):
+        requests = {name: predict_request(data, client.host) for name, data in kinds.items()}
         for name in list(kinds)[:2]:
             for _ in range(20):
-                client.post(*bodies[name])
+                client.post(requests[name])
         workers = server.worker_pids()
         before = {pid: peak_rss_mb(pid) for pid in workers}
         for _ in range(5):
-            client.post(*bodies["phone photo 4032x3024 JPEG"])
+            client.post(requests["phone photo 4032x3024 JPEG"])
         growth = max(peak_rss_mb(pid) - before[pid] for pid in workers)
         for _ in range(arguments.rounds):
-            for name, (body, content_type) in bodies.items():
-                latencies[name].extend(
-                    client.post(body, content_type) for _ in range(arguments.requests)
-                )
+            for name, request in requests.items():
+                timings[name].add_round(client, request, arguments.requests, workers)
     model = OnnxModel(arguments.model_dir / "cnn.onnx", [CPU], 1)
     print(f"yardstick: tutorial CNN, onnxruntime batch 1, one thread: {yardstick:.3f} ms (median)")
     print(
         f"one client, one upload at a time, kept connection, gunicorn serve:app with 2 workers; "
-        f"{arguments.rounds} interleaved rounds of {arguments.requests} requests per kind"
+        f"{arguments.rounds} interleaved rounds of {arguments.requests} requests per kind; "
+        f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end"
     )
     print(
-        "| upload | bytes | mean ms | x yardstick | target "
-        "| decode ms | preprocess ms | inference ms | rest ms |"
+        "| upload | bytes | mean ms | x yardstick | target | decode ms | preprocess ms "
+        "| inference ms | rest of worker CPU ms | client CPU ms | off CPU ms "
+        "| worker page faults |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     missed = False
     for name, data in kinds.items():
-        mean = statistics.fmean(latencies[name]) * 1e3
+        timing = timings[name]
+        count = len(timing.latencies)
+        mean = statistics.fmean(timing.latencies) * 1e3
         ratio = mean / yardstick
         split = stage_split(data, model, 50 if "4032" in name else 500)
-        rest = mean - sum(split.values())
+        worker, client_cpu = timing.worker_cpu / count * 1e3, timing.client_cpu / count * 1e3
         missed |= ratio > TARGETS[name]
         print(
             f"| {name} | {len(data):,} | {mean:.3f} | {ratio:.1f} | <= {TARGETS[name]:g} | "
-            f"{split['decode']:.3f} | {split['preprocess']:.3f} | "
-            f"{split['inference']:.3f} | {rest:.3f} |"
+            f"{split['decode']:.3f} | {split['preprocess']:.3f} | {split['inference']:.3f} | "
+            f"{worker - sum(split.values()):.3f} | {client_cpu:.3f} | "
+            f"{mean - worker - client_cpu:.3f} | {timing.worker_faults / count:.0f} |"
         )
     print(
         f"worker peak RSS growth reading 4032x3024 JPEGs: {growth:.1f} MiB "

@@ -1,10 +1,12 @@
 """Each OpenCV-backed cleaning step against a plain numpy reference, on random inputs:
 minimum and maximum filters, opening by reconstruction, the background grid's bilinear
-resize, connected components (keep_digit) and the EXIF turn of a reduced array."""
+resize, connected components (keep_digit), the EXIF turn of a reduced array, Otsu's
+threshold, the histogram median, the clip, the ink's bounds and the ruled-line fill."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -123,3 +125,102 @@ def test_upright_turns_as_exif_transpose_does(pixels: np.ndarray, orientation: i
     image.info["exif"] = exif.tobytes()
     expected = np.asarray(ImageOps.exif_transpose(image))
     np.testing.assert_array_equal(normalise.upright(pixels, orientation), expected)
+
+
+def reference_otsu(values: np.ndarray, bins: int = normalise.OTSU_BINS) -> float:
+    """Otsu's threshold over ``bins`` equal bins of [0, 1], value 1 in the last bin."""
+    indices = np.minimum((values * bins).astype(np.intp).ravel(), bins - 1)
+    counts = np.bincount(indices, minlength=bins)
+    centres = (np.arange(bins) + 0.5) / bins
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float((int(np.argmax(between)) + 1) / bins)
+
+
+def between_class_variance(values: np.ndarray, threshold: float) -> float:
+    """Otsu's criterion of splitting ``values`` (binned as otsu bins them) at ``threshold``."""
+    binned = np.minimum(np.floor(values * normalise.OTSU_BINS), normalise.OTSU_BINS - 1)
+    low = binned < threshold * normalise.OTSU_BINS
+    if low.all() or not low.any():
+        return 0.0
+    return float(low.mean() * (1 - low.mean()) * (binned[low].mean() - binned[~low].mean()) ** 2)
+
+
+unit_grids = hnp.arrays(
+    np.float32,
+    shapes,
+    elements=st.one_of(st.floats(0, 1, width=32), st.sampled_from([0.0, 1.0, 0.5, 1 / 64, 3 / 64])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(unit_grids)
+def test_otsu_picks_a_threshold_as_good_as_the_reference(values: np.ndarray) -> None:
+    """The same threshold, or (where two splits tie) one that separates as well."""
+    threshold, expected = normalise.otsu(values), reference_otsu(values)
+    if threshold != expected:
+        assert between_class_variance(values, threshold) == pytest.approx(
+            between_class_variance(values, expected), rel=1e-6
+        )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hnp.arrays(np.uint8, shapes),
+    st.floats(0, 1),
+)
+def test_grey_quantile_of_8_bit_levels_is_exact(levels: np.ndarray, fraction: float) -> None:
+    grey = levels.astype(np.float32) / 255.0
+    index = int(fraction * (grey.size - 1))
+    expected = float(np.sort(grey.ravel())[index])
+    assert normalise.grey_quantile(grey, fraction) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(unit_grids, st.floats(0, 1))
+def test_grey_quantile_of_any_values_is_within_half_a_level(
+    grey: np.ndarray, fraction: float
+) -> None:
+    index = int(fraction * (grey.size - 1))
+    expected = float(np.sort(grey.ravel())[index])
+    assert abs(normalise.grey_quantile(grey, fraction) - expected) <= 0.5 / 255 + 1e-7
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.float32, shapes, elements=st.floats(-2, 2, width=32)),
+    st.one_of(st.none(), st.floats(0.5, 1.5, width=32)),
+)
+def test_clip_matches_numpy(values: np.ndarray, high: float | None) -> None:
+    expected = np.clip(values, 0.0, np.inf if high is None else high)
+    np.testing.assert_array_equal(normalise._clip(values.copy(), 0.0, high), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.bool_, shapes))
+def test_bounds_are_those_of_the_true_pixels(mask: np.ndarray) -> None:
+    if not mask.any():
+        top, _, bottom, _ = normalise._bounds(mask)
+        assert top == bottom
+        return
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    expected = (rows[0], columns[0], rows[-1] + 1, columns[-1] + 1)
+    assert normalise._bounds(mask) == expected
+    assert normalise._bounds(np.asfortranarray(mask)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.bool_, shapes))
+def test_remove_ruled_lines_matches_the_mean_fill_reference(mask: np.ndarray) -> None:
+    """Row and column fills from cv2.reduce, as the plain means would give them."""
+    height, width = mask.shape
+    rows = ink._line_bands(mask.mean(axis=1), max(2, round(ink.LINE_MAX_THICKNESS * height)))
+    columns = ink._line_bands(mask.mean(axis=0), max(2, round(ink.LINE_MAX_THICKNESS * width)))
+    cleaned = ink.remove_ruled_lines(mask)
+    if not rows and not columns:
+        np.testing.assert_array_equal(cleaned, mask)
+    assert not (cleaned & ~mask).any()

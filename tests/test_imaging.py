@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve.errors import InvalidImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from serve.images import decode as decode_module
 from serve.images.decode import MAX_JPEG_SCANS, declared_pixels, decode, jpeg_scans
 from tests.images import encoded, png_declaring
 
@@ -160,11 +161,28 @@ def repeated_scans(copies: int) -> bytes:
     return data[:last_scan] + data[last_scan:-2] * copies + data[-2:]
 
 
-def test_jpeg_scans_are_counted_by_walking_the_segments() -> None:
+def test_jpeg_scans_are_counted_past_the_header_segments() -> None:
     assert jpeg_scans(encoded(sample(), "JPEG")) == 1
     progressive = encoded(sample(size=(400, 300)), "JPEG", progressive=True)
     assert 5 <= jpeg_scans(progressive) <= 20
     assert jpeg_scans(repeated_scans(50)) == jpeg_scans(repeated_scans(1)) + 49
+
+
+def test_sos_bytes_inside_header_segments_are_not_scans() -> None:
+    """An EXIF thumbnail or a comment may hold 0xFFDA; the header segments are skipped by
+    their lengths, so a photo is not refused for them."""
+    comment = b"\xff\xda" * (2 * MAX_JPEG_SCANS)
+    data = encoded(sample(size=(64, 48)), "JPEG", comment=comment)
+    assert comment in data
+    assert jpeg_scans(data) == 1
+    assert decode(data, LIMIT).size == (64, 48)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0x00, 0xDA, 0xFF]), max_size=300), st.integers(0, 40))
+def test_scan_markers_are_counted_as_bytes_count_does(values: list[int], start: int) -> None:
+    data = bytes(values)
+    assert decode_module._occurrences(data, start, b"\xff\xda") == data.count(b"\xff\xda", start)
 
 
 def test_a_jpeg_with_too_many_scans_is_refused_fast() -> None:

@@ -332,6 +332,32 @@ def test_small_digit_in_a_large_frame() -> None:
     assert_reads_as(image, drawn(size=(160, 200), box=(40, 50, 120, 150), width=10))
 
 
+@pytest.mark.parametrize(
+    ("box", "width", "decoded_again"),
+    [((500, 300, 700, 600), 16, False), ((600, 400, 650, 475), 6, True)],
+)
+def test_only_a_small_digit_in_a_reduced_photo_is_decoded_again(
+    box: Box, width: int, decoded_again: bool
+) -> None:
+    """A 1280x960 JPEG is decoded at 320x240: a 7 spanning 75 px there (over twice the
+    20x20 box) is read as it is; one spanning 19 px is read again from a sharper decode."""
+    data = encoded(drawn(size=(1280, 960), box=box, width=width), "JPEG", quality=90)
+    sides: list[int] = []
+
+    def redecode(side: int) -> Image.Image:
+        sides.append(side)
+        return decode(data, 10**8, side)
+
+    image = decode(data, 10**8)
+    assert image.size == (320, 240)
+    clean = drawn(size=(400, 500), box=(100, 100, 300, 400), width=16)
+    assert_reads_as(image, clean)
+    digit = to_mnist(image, redecode)
+    assert_mnist_form(digit)
+    assert likeness(digit, to_mnist(clean)) >= 0.9
+    assert bool(sides) == decoded_again
+
+
 def test_tiny_images_are_scaled_up() -> None:
     assert_reads_as(drawn(size=(12, 12), box=(2, 2, 10, 10), width=1), least=0.6)
 

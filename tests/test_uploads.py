@@ -10,6 +10,7 @@ import pytest
 from gunicorn.http import errors as gunicorn_errors
 from PIL import Image
 
+from serve import images
 from serve.api import uploads
 from serve.app import create_app
 from serve.errors import BodyTimeout, InvalidBody, PayloadTooLarge
@@ -260,6 +261,6 @@ def test_pixel_budget_counts_every_image_of_a_request(
 
 def test_pixel_budget_ignores_bytes_that_are_no_image() -> None:
     """Undecodable bytes count 0 pixels here; decoding them answers why (400)."""
-    uploads.require_pixel_budget([b"not an image", digit_png()], 28 * 28)
+    images.require_pixel_budget([b"not an image", digit_png()], 28 * 28)
     with pytest.raises(PayloadTooLarge):
-        uploads.require_pixel_budget([digit_png(), digit_png()], 28 * 28)
+        images.require_pixel_budget([digit_png(), digit_png()], 28 * 28)

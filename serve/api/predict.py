@@ -32,7 +32,7 @@ class Prediction:
         req.context.model, req.context.model_version = model.info.name, model.info.version
         debug = req.get_param_as_bool("debug", default=False)
         files = uploads.read_uploads(req, self.limits)
-        uploads.require_pixel_budget([upload.data for upload in files], self._max_request_pixels)
+        images.require_pixel_budget([upload.data for upload in files], self._max_request_pixels)
         req.context.batch_size = len(files)
         answers = self._classify(model, files, debug)
         resp.media = answers[0] if len(files) == 1 else batch_answer(model.info, files, answers)

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import io
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 import falcon
@@ -25,10 +25,8 @@ from serve.errors import (
     InvalidImage,
     InvalidInput,
     PayloadTooLarge,
-    ServiceError,
     UnsupportedMediaType,
 )
-from serve.images import decode
 from serve.settings import Settings
 
 #: Multipart field names that carry an image.
@@ -190,27 +188,6 @@ def _read_up_to(stream: _Readable, limit: int) -> bytes:
         chunks.append(chunk)
         received += len(chunk)
     return b"".join(chunks)
-
-
-def require_pixel_budget(images: Sequence[bytes], budget: int) -> None:
-    """PayloadTooLarge unless the pixels that ``images`` (encoded) declare in their headers
-    add up to at most ``budget``; judged before any of them is decoded, so that one
-    request's decode work stays bounded however many images it carries."""
-    total = sum(map(_declared_pixels, images))
-    if total > budget:
-        raise PayloadTooLarge(
-            f"the {len(images)} image(s) declare {total} pixels in all; the limit is "
-            f"{budget} pixels per request (setting max_request_pixels, MNIST_MAX_REQUEST_PIXELS)"
-        )
-
-
-def _declared_pixels(data: bytes) -> int:
-    """Width x height as the image's header declares it, nothing decoded; 0 for bytes
-    that are no readable image (decoding them answers why, naming the file)."""
-    try:
-        return decode.declared_pixels(data)
-    except ServiceError:
-        return 0
 
 
 def _media_type(req: falcon.Request) -> str:

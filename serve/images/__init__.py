@@ -1,14 +1,16 @@
 """Encoded image bytes to the 28x28 a model reads: decode, normalise, and time both for the
-metrics. The one path that ``/predict`` and the v2 ``image_bytes`` input share."""
+metrics; and the pixel budget of a request's images, judged from their headers. The one
+path that ``/predict`` and the v2 ``image_bytes`` input share."""
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from serve.errors import ServiceError
+from serve.errors import PayloadTooLarge, ServiceError
 from serve.images import decode, normalise
 from serve.observability import metrics
 
@@ -29,3 +31,24 @@ def read_digit(data: bytes, max_pixels: int, name: str | None = None) -> np.ndar
     metrics.observe_decode(decoded - started)
     metrics.observe_preprocess(time.perf_counter() - decoded)
     return digit
+
+
+def require_pixel_budget(images: Sequence[bytes], budget: int) -> None:
+    """PayloadTooLarge unless the pixels that ``images`` (encoded) declare in their headers
+    add up to at most ``budget``; judged before any of them is decoded, so that one
+    request's decode work stays bounded however many images it carries."""
+    total = sum(map(_declared_pixels, images))
+    if total > budget:
+        raise PayloadTooLarge(
+            f"the {len(images)} image(s) declare {total} pixels in all; the limit is "
+            f"{budget} pixels per request (setting max_request_pixels, MNIST_MAX_REQUEST_PIXELS)"
+        )
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Width x height as the image's header declares it, nothing decoded; 0 for bytes
+    that are no readable image (decoding them answers why, naming the file)."""
+    try:
+        return decode.declared_pixels(data)
+    except ServiceError:
+        return 0

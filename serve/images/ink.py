@@ -20,6 +20,8 @@ NEAR_FRACTION = 0.2
 def _line_bands(fill: np.ndarray, max_thickness: int) -> list[tuple[int, int]]:
     """Runs ``[start, end)`` of consecutive indices whose fill is at least LINE_FILL, at
     most ``max_thickness`` long, widened by a fainter neighbour (the line's soft edge)."""
+    if fill.max() < LINE_FILL:
+        return []
     full = np.concatenate([[False], fill >= LINE_FILL, [False]])
     changes = np.flatnonzero(np.diff(full.astype(np.int8)))
     bands = []
@@ -73,8 +75,13 @@ def remove_ruled_lines(mask: np.ndarray) -> np.ndarray:
     """Clear thin lines spanning the image (ruled or squared paper, a margin line) from a
     boolean ink mask. One lone line and nothing else is kept: it is a 1."""
     height, width = mask.shape
-    row_bands = _line_bands(mask.mean(axis=1), max(2, round(LINE_MAX_THICKNESS * height)))
-    column_bands = _line_bands(mask.mean(axis=0), max(2, round(LINE_MAX_THICKNESS * width)))
+    pixels = np.ascontiguousarray(mask).view(np.uint8)
+    row_fill, column_fill = (
+        cv2.reduce(pixels, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / length
+        for axis, length in ((1, width), (0, height))
+    )
+    row_bands = _line_bands(row_fill, max(2, round(LINE_MAX_THICKNESS * height)))
+    column_bands = _line_bands(column_fill, max(2, round(LINE_MAX_THICKNESS * width)))
     if not row_bands and not column_bands:
         return mask
     rest = (
@@ -89,9 +96,13 @@ def remove_ruled_lines(mask: np.ndarray) -> np.ndarray:
 
 def keep_digit(mask: np.ndarray) -> np.ndarray:
     """Keep the largest connected component of ink (8-connected) and the components near
-    it (or large); drop isolated specks and dust far from the digit."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        np.ascontiguousarray(mask).view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    it (or large); drop isolated specks and dust far from the digit. The components are
+    labelled within the bounding box of the ink only."""
+    pixels = np.ascontiguousarray(mask).view(np.uint8)
+    first_column, first_row, columns, rows = cv2.boundingRect(pixels)
+    window = (slice(first_row, first_row + rows), slice(first_column, first_column + columns))
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        pixels[window], 8, cv2.CV_32S, cv2.CCL_GRANA
     )
     if count <= 2:
         return mask
@@ -115,4 +126,6 @@ def keep_digit(mask: np.ndarray) -> np.ndarray:
         if not joining.any():
             break
         kept |= joining
-    return np.concatenate([[False], kept])[labels]
+    digit = np.zeros(mask.shape, dtype=bool)
+    digit[window] = np.concatenate([[False], kept]).take(np.asarray(labels))
+    return digit

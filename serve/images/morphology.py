@@ -34,7 +34,7 @@ def opening(grid: np.ndarray, radius: int) -> np.ndarray:
     marker = min_filter(grid, 2 * radius + 1)
     kernel = np.ones((3, 3), np.uint8)
     while True:
-        grown = np.minimum(cv2.dilate(marker, kernel), grid)
-        if np.array_equal(grown, marker):
+        grown = cv2.min(cv2.dilate(marker, kernel), grid)
+        if cv2.norm(grown, marker, cv2.NORM_INF) == 0:
             return marker
         marker = grown

@@ -39,8 +39,12 @@ MIN_INK_SPAN = 0.01
 #: window of 2r+1 blocks (wider than any pen stroke).
 BACKGROUND_BLOCKS = 24
 BACKGROUND_OPENING = 2
-#: A digit spanning at most this many working pixels is read again from a sharper copy.
-ZOOM_SPAN = WORK_SIDE // 4
+#: A digit spanning at most this many working pixels (under twice the 20x20 box) is read
+#: again from a sharper copy, in which it spans at least ZOOM_TARGET pixels.
+ZOOM_SPAN = WORK_SIDE // 8
+ZOOM_TARGET = WORK_SIDE // 4
+#: Grey levels k / 255 as float32, as an 8-bit image converts to [0, 1].
+_LEVELS = np.arange(256, dtype=np.float32) / 255.0
 #: EXIF orientation tag and, for each value, how to turn a stored array upright.
 _ORIENTATION = 0x0112
 _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -131,9 +135,10 @@ def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return grey * alpha + background * (1.0 - alpha)
 
 
-def _grey(image: Image.Image) -> np.ndarray:
-    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1], as
-    stored, box-reduced to at most WORK_SIDE pixels on its longer side."""
+def _stored_grey(image: Image.Image) -> np.ndarray:
+    """Any Pillow image (any mode, size, alpha) as a grey array, as stored, box-reduced to
+    at most WORK_SIDE pixels on its longer side: uint8 levels for an 8-bit image without
+    alpha, float32 in [0, 1] for the others."""
     if image.mode in _WIDE_MODES:
         return _stretched(np.asarray(_reduced(image.convert("F"))))
     if image.has_transparency_data:
@@ -142,43 +147,86 @@ def _grey(image: Image.Image) -> np.ndarray:
         return _composited(pair[..., 0], pair[..., 1])
     if image.mode == "LAB":
         image = image.convert("RGB")
-    return np.asarray(_reduced(image.convert("L")), dtype=np.float32) / 255.0
+    return np.asarray(_reduced(image if image.mode == "L" else image.convert("L")))
+
+
+def _unit(grey: np.ndarray) -> np.ndarray:
+    """A grey array as float32 in [0, 1] (uint8 levels divided by 255)."""
+    return np.asarray(grey, dtype=np.float32) / 255.0 if grey.dtype == np.uint8 else grey
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1], as
+    stored, box-reduced to at most WORK_SIDE pixels on its longer side."""
+    return _unit(_stored_grey(image))
 
 
 def to_grey(image: Image.Image) -> np.ndarray:
     """Any Pillow image (any mode, size, alpha) as a float32 grey array in [0, 1],
     box-reduced to at most WORK_SIDE pixels on its longer side, then turned upright as its
     EXIF orientation says (on the reduced array: the full image is never copied)."""
-    return upright(_grey(image), _orientation(image))
+    return _unit(upright(_stored_grey(image), _orientation(image)))
 
 
 def _mean2(values: np.ndarray) -> np.ndarray:
     """Mean of each 2x2 neighbourhood (a cheap denoising); tiny arrays are returned as-is."""
     if min(values.shape) < 2:
         return values
-    return cv2.blur(values, (2, 2), anchor=(0, 0))[:-1, :-1]
+    return cv2.blur(values, (2, 2), anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)[:-1, :-1]
 
 
-def _quantile(values: np.ndarray, fraction: float) -> np.ndarray:
+def _quantile(values: np.ndarray, fraction: float) -> float:
+    """The element at ``fraction`` of a 1-D array's values sorted (no interpolation: a
+    partition, not a sort)."""
+    index = int(fraction * (values.size - 1))
+    return float(np.partition(values, index)[index])
+
+
+def _block_quantile(blocks: np.ndarray, fraction: float) -> np.ndarray:
     """The element at ``fraction`` of the values sorted along the last axis (no
-    interpolation: a partition, not a sort)."""
-    index = int(fraction * (values.shape[-1] - 1))
-    return np.partition(values, index, axis=-1)[..., index]
+    interpolation)."""
+    index = int(fraction * (blocks.shape[-1] - 1))
+    return np.sort(blocks, axis=-1)[..., index]
+
+
+def grey_quantile(values: np.ndarray, fraction: float) -> float:
+    """The element at ``fraction`` of the sorted values (no interpolation) of a float32
+    array in [0, 1], to the nearest of the 256 grey levels k / 255: exact for an 8-bit
+    image, from a histogram of the levels."""
+    levels = cv2.convertScaleAbs(values, alpha=255)
+    counts = np.cumsum(cv2.calcHist([levels], [0], None, [256], [0, 256]).ravel())
+    index = int(fraction * (values.size - 1))
+    return float(_LEVELS[int(np.searchsorted(counts, index, side="right"))])
+
+
+def _clip(values: np.ndarray, low: float, high: float | None) -> np.ndarray:
+    """Clip a float32 array to [low, high] (no upper bound for None), in place."""
+    if high is not None:
+        cv2.threshold(values, high, 0, cv2.THRESH_TRUNC, dst=values)
+    cv2.threshold(values, low, 0, cv2.THRESH_TOZERO, dst=values)
+    return values
+
+
+def _extremes(values: np.ndarray) -> tuple[float, float]:
+    """The least and the greatest value of a 2-D array."""
+    least, greatest, _, _ = cv2.minMaxLoc(values)
+    return least, greatest
 
 
 def ink_bright(grey: np.ndarray) -> np.ndarray:
     """Return ``grey`` with the ink bright: the background is the median, and the ink is
     the extreme (of a denoised copy) that lies further from it."""
-    smooth = _mean2(grey)
-    background = float(_quantile(grey.ravel(), 0.5))
-    dark_ink = background - float(smooth.min()) > float(smooth.max()) - background
+    darkest, lightest = _extremes(_mean2(grey))
+    background = grey_quantile(grey, 0.5)
+    dark_ink = background - darkest > lightest - background
     return 1.0 - grey if dark_ink else grey
 
 
 def _grid_resize(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of a small grid to ``height`` x ``width`` (float32; pixel centres
     aligned, edges clamped)."""
-    if float(grid.max()) == float(grid.min()):
+    least, greatest = _extremes(grid)
+    if least == greatest:
         return np.full((height, width), grid.flat[0], dtype=np.float32)
     return cv2.resize(grid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
@@ -194,40 +242,42 @@ def background(bright: np.ndarray) -> np.ndarray:
         bright, 0, grid_height * block - height, 0, grid_width * block - width, cv2.BORDER_REPLICATE
     )
     blocks = padded.reshape(grid_height, block, grid_width, block).transpose(0, 2, 1, 3)
-    level = _quantile(blocks.reshape(grid_height, grid_width, -1), 0.2)
+    level = _block_quantile(blocks.reshape(grid_height, grid_width, -1), 0.2)
     return _grid_resize(opening(level, BACKGROUND_OPENING), height, width)
 
 
-def otsu(values: np.ndarray, bins: int = 64) -> float:
-    """Otsu's threshold of ``values`` (which lie in [0, 1])."""
-    indices = np.minimum((values * bins).astype(np.intp).ravel(), bins - 1)
-    counts = np.bincount(np.maximum(indices, 0, out=indices), minlength=bins)
-    edges = np.arange(bins + 1) / bins
-    centres = (np.arange(bins) + 0.5) / bins
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(counts * centres)
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+#: Otsu's threshold is chosen among this many equal bins of [0, 1].
+OTSU_BINS = 64
+
+
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of a float32 array whose values lie in [0, 1], among OTSU_BINS
+    equal bins (value 1 in the last): the upper edge of the last bin of the dark class."""
+    bins = (values * OTSU_BINS).astype(np.uint8)
+    cv2.threshold(bins, OTSU_BINS - 1, 0, cv2.THRESH_TRUNC, dst=bins)
+    last_dark, _ = cv2.threshold(bins, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return (last_dark + 1) / OTSU_BINS
 
 
 def ink_levels(bright: np.ndarray) -> np.ndarray:
     """Ink intensity in [0, 1] of an ink-bright image: background subtracted, contrast
     normalised, pixels under half the Otsu threshold zeroed (grey edges kept).
     Raises BlankImage when the ink does not stand out from the background."""
-    signal = np.maximum(bright - background(bright), 0.0)
-    peak = float(_mean2(signal).max())
-    if peak < MIN_CONTRAST / 2 or float(signal.max()) < MIN_CONTRAST:
+    signal = background(bright)
+    np.subtract(bright, signal, out=signal)
+    _clip(signal, 0.0, None)
+    _, peak = _extremes(_mean2(signal))
+    _, highest = _extremes(signal)
+    if peak < MIN_CONTRAST / 2 or highest < MIN_CONTRAST:
         raise BlankImage("no ink found: the image is blank or uniform")
-    normalised = signal / float(signal.max())
+    normalised = np.divide(signal, highest, out=signal)
     threshold = min(max(otsu(normalised), 0.2), 0.6)
     strokes = normalised[normalised > threshold]
-    saturation = float(_quantile(strokes, 0.75)) if strokes.size else 1.0
+    saturation = _quantile(strokes, 0.75) if strokes.size else 1.0
     floor = threshold / 2
-    levels = (normalised - floor) / max(saturation - floor, 1e-6)
-    return np.minimum(np.maximum(levels, 0.0, out=levels), 1.0, out=levels).astype(np.float32)
+    levels = np.subtract(normalised, floor, out=normalised)
+    levels /= max(saturation - floor, 1e-6)
+    return _clip(levels, 0.0, 1.0)
 
 
 def _fit_box(patch: np.ndarray) -> np.ndarray:
@@ -236,10 +286,12 @@ def _fit_box(patch: np.ndarray) -> np.ndarray:
     height, width = patch.shape
     scale = BOX_SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    shrinking = scale < 1
-    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    resized = Image.fromarray(patch, mode="F").resize(size, resample)
-    return np.clip(np.asarray(resized), 0.0, 1.0)
+    if size == (width, height):
+        resized = patch
+    else:
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+        resized = np.asarray(Image.fromarray(patch, mode="F").resize(size, resample))
+    return np.minimum(np.maximum(resized, 0.0), 1.0)
 
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:
@@ -258,22 +310,24 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
 
 
 def _bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Top, left, bottom, right (exclusive) of the True pixels of a non-empty mask."""
-    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+    """Top, left, bottom, right (exclusive) of the True pixels of a boolean mask (all
+    zero when there are none)."""
+    left, top, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return top, left, top + height, left + width
 
 
 def digit_ink(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The digit's ink levels (in [0, 1], zero off the digit) of a grey working-size array,
-    and its bounds; raises BlankImage when there is no digit."""
+    cropped to the digit, and its bounds in that array; raises BlankImage when there is
+    no digit."""
     levels = ink_levels(ink_bright(grey))
     mask = keep_digit(remove_ruled_lines(levels > 0))
-    if not mask.any():
-        raise BlankImage("no digit found: only ruled lines")
     top, left, bottom, right = _bounds(mask)
+    if bottom == top:
+        raise BlankImage("no digit found: only ruled lines")
     if max(bottom - top, right - left) < max(2, MIN_INK_SPAN * max(grey.shape)):
         raise BlankImage("no digit found: only specks, too small to read")
-    return np.where(mask, levels, 0.0).astype(np.float32), (top, left, bottom, right)
+    return levels[top:bottom, left:right] * mask[top:bottom, left:right], (top, left, bottom, right)
 
 
 #: Decodes the upload again with its longer side at least the given number of pixels.
@@ -284,13 +338,13 @@ def _sharper(
     image: Image.Image, working_side: int, span: int, redecode: Redecode | None
 ) -> Image.Image:
     """The copy of the image to zoom into: the image itself, or, when it was decoded
-    reduced and the digit would still be under ZOOM_SPAN pixels in it, a sharper decode."""
+    reduced and the digit would span under ZOOM_TARGET pixels in it, a sharper decode."""
     full_side = max(image.info.get("full_size", image.size))
     if redecode is None or full_side <= max(image.size):
         return image
-    if span * max(image.size) >= ZOOM_SPAN * working_side:
+    if span * max(image.size) >= ZOOM_TARGET * working_side:
         return image
-    return redecode(math.ceil(working_side * ZOOM_SPAN / span))
+    return redecode(math.ceil(working_side * ZOOM_TARGET / span))
 
 
 def _zoomed(
@@ -318,10 +372,10 @@ def _zoomed(
         min(source.height, math.ceil((bottom + margin) * scale)),
     )
     try:
-        ink, (top, left, bottom, right) = digit_ink(_grey(source.crop(region)))
+        patch, _ = digit_ink(_grey(source.crop(region)))
     except BlankImage:
         return None
-    return ink[top:bottom, left:right]
+    return patch
 
 
 def to_mnist(image: Image.Image, redecode: Redecode | None = None) -> np.ndarray:
@@ -330,11 +384,9 @@ def to_mnist(image: Image.Image, redecode: Redecode | None = None) -> np.ndarray
     a larger size, for a small digit in an image that was decoded reduced. Raises
     BlankImage when there is no ink."""
     grey = to_grey(image)
-    ink, (top, left, bottom, right) = digit_ink(grey)
-    patch = _zoomed(image, grey.shape, (top, left, bottom, right), redecode)
-    if patch is None:
-        patch = ink[top:bottom, left:right]
-    digit = _fit_box(normalise_strokes(patch, BOX_SIDE))
+    patch, bounds = digit_ink(grey)
+    zoomed = _zoomed(image, grey.shape, bounds, redecode)
+    digit = _fit_box(normalise_strokes(patch if zoomed is None else zoomed, BOX_SIDE))
     if float(digit.sum()) <= 0:
         raise BlankImage("no digit found: the ink vanished when scaled to 20x20")
     return centre_by_mass(digit)

@@ -9,7 +9,6 @@ import time
 import numpy as np
 
 from serve import images
-from serve.api import uploads
 from serve.errors import InvalidInput
 from serve.model.runtime import OnnxModel
 from serve.observability import metrics
@@ -67,7 +66,7 @@ def infer(model: OnnxModel, request: InferenceRequest, settings: Settings) -> In
 def _digits(tensor: InputTensor, settings: Settings) -> np.ndarray:
     """Decode and normalise each encoded image exactly as /predict does: ``[n, 28, 28]``."""
     encoded = tensors.encoded_images(tensor, settings.max_files)
-    uploads.require_pixel_budget(encoded, settings.max_request_pixels)
+    images.require_pixel_budget(encoded, settings.max_request_pixels)
     return np.stack(
         [
             images.read_digit(data, settings.max_image_pixels, f"{tensors.IMAGE_INPUT}[{index}]")
