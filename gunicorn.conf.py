@@ -49,8 +49,12 @@ graceful_timeout = 20
 SOCKET_STALL_SECONDS = 10
 
 # Allocations of at least this many bytes are mapped on their own and returned to the
-# system when freed (glibc), so a worker's memory shrinks back after a large image.
+# system when freed (glibc), so a worker's memory shrinks back after a large image; the heap
+# below is kept up to TRIM_THRESHOLD_BYTES free, so it is not handed back and faulted in
+# again on every request.
 MMAP_THRESHOLD_BYTES = 1 << 20
+TRIM_THRESHOLD_BYTES = 2 << 20
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 # Workers are replaced after tens of thousands of requests (staggered by the jitter), which bounds
@@ -95,8 +99,10 @@ def post_fork(server: Any, worker: Any) -> None:
     lines to gunicorn's error log."""
     os.environ["WEB_CONCURRENCY"] = str(server.num_workers)
     libc_name = ctypes.util.find_library("c")
-    if libc_name and hasattr(ctypes.CDLL(libc_name), "mallopt"):  # glibc only.
-        ctypes.CDLL(libc_name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is not None and hasattr(libc, "mallopt"):  # glibc only.
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     # numpy's OpenBLAS, loaded with the app after this hook, would start a thread per CPU
     # in every worker and oversubscribe the cores.
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
