@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from serve import cli, images
+from serve.cli import reading
 from serve.errors import ServiceError
 from serve.model.runtime import ModelRepository
 from serve.settings import Settings
@@ -163,7 +164,7 @@ def test_recursive_descends_and_the_results_match_one_job(formats_folder: Path) 
 def test_images_handed_to_the_workers_in_parts_come_back_in_order(
     formats_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "IN_FLIGHT", 3)
+    monkeypatch.setattr(reading, "IN_FLIGHT", 3)
     status = cli.main([str(formats_folder), "-r", "-f", "jsonl", "-j", "2", "-b", "2"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0
