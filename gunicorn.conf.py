@@ -23,13 +23,13 @@ from serve.settings import threads_per_worker
 
 bind = [f"{os.environ.get('BIND_HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '8001'}"]
 
-# One worker per usable CPU. gthread keeps idle keep-alive connections in a poller, so that
-# connection pools (tritonclient, KServe) reuse them, and runs a few requests per worker at
-# once, so that one slow upload or one stalled client does not hold the requests queued
-# behind it. Each worker builds its own onnxruntime sessions after fork.
+# One worker per usable CPU, each running one request at a time (more threads made the
+# workers' threads wait on each other for the interpreter: docs/performance.md). gthread keeps
+# idle keep-alive connections in a poller, so that connection pools (tritonclient, KServe)
+# reuse them. Each worker builds its own onnxruntime sessions after fork.
 workers = int(os.environ.get("WEB_CONCURRENCY") or usable_cpus())
 worker_class = "gthread"
-threads = 4
+threads = 1
 worker_connections = 1000
 keepalive = 5
 preload_app = False
@@ -57,10 +57,10 @@ TRIM_THRESHOLD_BYTES = 2 << 20
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-# Workers are replaced after tens of thousands of requests (staggered by the jitter), which bounds
-# the memory a long-lived worker can grow to after hostile rounds.
-max_requests = 50000
-max_requests_jitter = 5000
+# A safety net besides returning freed memory (post_fork): each worker is replaced after about
+# a million requests, staggered by the jitter.
+max_requests = 1_000_000
+max_requests_jitter = 100_000
 
 # Request-line and header limits (bytes, count, bytes), against oversized or hostile headers.
 limit_request_line = 4094

@@ -194,26 +194,3 @@ def test_sigterm_drains_requests_in_flight_before_exit(fake_models: Path) -> Non
         assert [status for status, _ in answers] == [200, 200]
         assert all(answer["label"] in range(10) for _, answer in answers)
         assert server.process.wait(30) == 0
-
-
-def test_a_client_stalled_mid_request_holds_one_thread_not_the_service(
-    fake_models: Path,
-) -> None:
-    """Bare gunicorn cannot time out a request head that stops halfway (docs/reliability.md:
-    that is the buffering proxy's job); it holds one of a worker's threads, and every other
-    request, on either worker, is still answered."""
-    with gunicorn_server(fake_models, workers=2) as server:
-        workers = set(server.worker_pids())
-        address = urlsplit(server.base_url)
-        stalled = []
-        for _ in range(2):  # One per worker, whichever accepts it.
-            client = socket.create_connection((address.hostname, address.port), timeout=30)
-            client.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Le")
-            stalled.append(client)
-        time.sleep(0.5)
-        for _ in range(20):
-            status, _ = get_json(server.base_url + "/health/live", timeout=5)
-            assert status == 200
-        for client in stalled:
-            client.close()
-        assert set(server.worker_pids()) == workers
