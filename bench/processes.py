@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from tests.servers import ROOT, free_port, request
+from tests.servers import ROOT, free_port, request, stop_process_group
 
 
 def rss_mb(pid: int) -> float:
@@ -96,10 +95,4 @@ def uvicorn_peer(
         time.sleep(3.0)
         yield base_url, worker_pids
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, 20)

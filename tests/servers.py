@@ -211,6 +211,19 @@ def post_files(
     return status, json.loads(answer)
 
 
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the process group ``process`` leads (started with ``start_new_session``),
+    wait up to ``timeout`` seconds for it to exit, then SIGKILL the group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 #: deploy/run-behind-nginx.sh, or another script taking the same arguments (PORT
 #: UPSTREAM_PORT) named by RUN_BEHIND_NGINX, to try a different proxy configuration.
 RUN_BEHIND_NGINX = Path(
@@ -246,10 +259,4 @@ def behind_nginx(upstream_url: str, ready_timeout: float = 15.0) -> Iterator[str
                 time.sleep(0.1)
             yield base_url
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(process, 10)
