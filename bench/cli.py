@@ -3,7 +3,7 @@
 Makes a folder of mixed uploads (28x28 MNIST PNGs, phone-photo JPEGs with uneven light,
 black-on-white upscaled JPEGs, 280x280 canvas drawings), then times
 - each file POSTed in turn to ``/predict`` of a running ``gunicorn serve:app`` (2 workers,
-  one kept-alive connection, the server already up and warm), and
+  one request at a time, the server already up and warm), and
 - ``python -m serve.cli FOLDER --format jsonl > /dev/null`` as a fresh process (wall time,
   start-up and model loading included),
 alternately for ``--rounds`` rounds, checks that both gave the same labels, and prints
@@ -77,8 +77,8 @@ def children_cpu_seconds() -> float:
 
 
 def time_server(base_url: str, paths: list[Path]) -> tuple[float, list[int | None]]:
-    """Wall seconds to POST every file in turn over one kept-alive connection, and the
-    labels."""
+    """Wall seconds to POST every file in turn, one at a time (http.client reconnects each
+    time the server closes the connection), and the labels."""
     address = urllib.parse.urlsplit(base_url)
     connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port)
     bodies = [(path.read_bytes(), CONTENT_TYPES[path.suffix]) for path in paths]

@@ -75,7 +75,7 @@ def test_config_checks(fake_models: Path) -> None:
         [*command, "--print-config"], cwd=ROOT, env=environment, capture_output=True, text=True
     ).stdout
     assert re.search(r"^preload_app += False$", printed, re.MULTILINE)
-    assert re.search(r"^worker_class += gthread$", printed, re.MULTILINE)
+    assert re.search(r"^worker_class += sync$", printed, re.MULTILINE)
     assert "0.0.0.0:8001" in printed
 
 
