@@ -50,8 +50,8 @@ SOCKET_STALL_SECONDS = 10
 # system when freed (glibc), so a worker's memory shrinks back after a large image; the heap
 # below is kept up to TRIM_THRESHOLD_BYTES free, so it is not handed back and faulted in
 # again on every request.
-MMAP_THRESHOLD_BYTES = 1 << 20
-TRIM_THRESHOLD_BYTES = 2 << 20
+MMAP_THRESHOLD_BYTES = 4 << 20
+TRIM_THRESHOLD_BYTES = 8 << 20
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
