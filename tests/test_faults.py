@@ -1,5 +1,6 @@
-"""Faults under load, through real gunicorn: a worker killed with SIGKILL, a SIGHUP reload of
-the models, a SIGTERM with requests in flight. Bounded: a few seconds of load each."""
+"""Faults through real gunicorn: a worker killed with SIGKILL and a SIGHUP reload of the
+models under load, a SIGTERM with requests in flight, a request past the worker timeout.
+Bounded: a few seconds each."""
 
 from __future__ import annotations
 
@@ -194,3 +195,42 @@ def test_sigterm_drains_requests_in_flight_before_exit(fake_models: Path) -> Non
         assert [status for status, _ in answers] == [200, 200]
         assert all(answer["label"] in range(10) for _, answer in answers)
         assert server.process.wait(30) == 0
+
+
+def test_a_request_past_the_worker_timeout_is_killed_logged_and_counted(
+    fake_models: Path,
+) -> None:
+    """A client that trickles its upload keeps a sync worker on one request past gunicorn's
+    timeout: the worker is killed and replaced, and the request is logged as aborted and
+    counted in ``mnist_http_requests_aborted_total``."""
+    with gunicorn_server(fake_models, workers=1, args=["--timeout", "2"]) as server:
+        (worker,) = server.worker_pids()
+        body, content_type = _digit_upload()
+        connection = _start_slow_upload(server.base_url, body, content_type)
+        with connection:
+            # One more byte every half second: never silent for the body timeout (5 s), and
+            # never done, until the worker is killed under it.
+            connection.settimeout(0.5)
+            deadline = time.monotonic() + 20
+            for byte in body[len(body) // 2 : -1]:
+                assert time.monotonic() < deadline, "the worker was not killed at its timeout"
+                try:
+                    connection.sendall(bytes([byte]))
+                    if connection.recv(1) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+        _wait_until(lambda: server.worker_pids() not in ([], [worker]), 30, "a new worker")
+        status, _, metrics = request("GET", server.base_url + "/metrics")
+        assert status == 200
+        assert b'mnist_http_requests_aborted_total{method="POST"} 1.0' in metrics
+        aborted = [
+            json.loads(line)
+            for line in server.log().splitlines()
+            if line.startswith("{") and '"aborted"' in line
+        ]
+        assert [(line["path"], line["status"]) for line in aborted] == [("/predict", None)]
+        status, _ = get_json(server.base_url + "/health/ready")
+        assert status == 200
