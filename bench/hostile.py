@@ -38,7 +38,7 @@ from tests.servers import (
     request,
 )
 
-MAX_RSS_GROWTH = 0.15
+MAX_RSS_GROWTH = 0.25
 HEAVY_SIDE = 6324
 
 

@@ -122,10 +122,10 @@ def test_a_killed_worker_loses_only_its_request_and_is_replaced(fake_models: Pat
                 lambda: len(set(server.worker_pids()) - set(workers)) == 1, 20, "a new worker"
             )
             load.wait_for(50)
-        # The killed worker's connections are lost (its request and those it had accepted,
-        # at most one per client); every other request is answered.
+        # A sync worker holds one connection: only the request it was handling is lost;
+        # those waiting in the listening socket's backlog go to the other worker.
         failures = load.failures()
-        assert sum(failures.values()) <= CLIENTS, failures
+        assert sum(failures.values()) <= 1, failures
         assert not any(key.startswith("5") for key in failures), failures
         assert workers[1] in server.worker_pids()
         body, content_type = _digit_upload()
@@ -201,28 +201,34 @@ def test_a_request_past_the_worker_timeout_is_killed_logged_and_counted(
     fake_models: Path,
 ) -> None:
     """A client that trickles its upload keeps a sync worker on one request past gunicorn's
-    timeout: the worker is killed and replaced, and the request is logged as aborted and
-    counted in ``mnist_http_requests_aborted_total``."""
-    with gunicorn_server(fake_models, workers=1, args=["--timeout", "2"]) as server:
+    timeout: the worker is killed and replaced, the client's connection is ended, and the
+    request is logged as aborted and counted in ``mnist_http_requests_aborted_total``."""
+    with gunicorn_server(fake_models, workers=1, args=["--timeout", "4"]) as server:
         (worker,) = server.worker_pids()
         body, content_type = _digit_upload()
         connection = _start_slow_upload(server.base_url, body, content_type)
+        answer = b""
         with connection:
             # One more byte every half second: never silent for the body timeout (5 s), and
             # never done, until the worker is killed under it.
             connection.settimeout(0.5)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 30
             for byte in body[len(body) // 2 : -1]:
                 assert time.monotonic() < deadline, "the worker was not killed at its timeout"
                 try:
                     connection.sendall(bytes([byte]))
-                    if connection.recv(1) == b"":
-                        break
+                    chunk = connection.recv(65536)
                 except TimeoutError:
                     continue
                 except OSError:
                     break
+                if not chunk:
+                    break
+                answer += chunk
+            else:
+                pytest.fail("the whole body was sent and the worker never timed out")
         _wait_until(lambda: server.worker_pids() not in ([], [worker]), 30, "a new worker")
+        assert not answer.startswith(b"HTTP/1.1 2"), answer[:200]
         status, _, metrics = request("GET", server.base_url + "/metrics")
         assert status == 200
         assert b'mnist_http_requests_aborted_total{method="POST"} 1.0' in metrics

@@ -197,5 +197,6 @@ def test_stalled_request_heads_are_dropped_on_bare_gunicorn(fake_models: Path) -
             for connection in stalled:
                 connection.close()
         assert status == 200
-        assert seconds < 15
+        # The stall timeout (10 s), gunicorn's wait for the client to close (2 s), the answer.
+        assert seconds < 20
         assert sorted(server.worker_pids()) == workers
