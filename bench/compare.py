@@ -3,7 +3,7 @@ each given its own command-line arguments, environment or checkout, driven in tu
 a few rounds, so that whatever else the machine does hits every variant alike.
 
     python -m bench.compare --variant 'access log=ACCESS_LOG=-' --variant 'no access log' \\
-        --variant 'sync=--worker-class sync'
+        --variant 'gthread=--worker-class gthread'
     python -m bench.compare --variant now --variant before --checkout before=569d76a \\
         --nginx --peer
 
